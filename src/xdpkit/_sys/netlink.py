@@ -1,0 +1,137 @@
+"""Netlink through pyroute2: interface lookup and the IFLA_XDP attribute (attach/query).
+
+Only this module talks rtnetlink. Operations act on the calling thread's network namespace,
+so xdpkit works inside `ip netns exec NS` and in tests that setns().
+"""
+from __future__ import annotations
+
+import errno as E
+import socket
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from xdpkit.errors import KernelError, NotFoundError
+
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+XDP_FLAGS_HW_MODE = 1 << 3
+XDP_FLAGS_REPLACE = 1 << 4
+
+# IFLA_XDP_ATTACHED values
+XDP_ATTACHED_NONE, XDP_ATTACHED_DRV, XDP_ATTACHED_SKB, XDP_ATTACHED_HW, XDP_ATTACHED_MULTI = range(5)
+
+
+@dataclass
+class LinkXdp:
+    """What IFLA_XDP reports for one interface."""
+
+    ifindex: int
+    ifname: str
+    drv_prog_id: int = 0
+    skb_prog_id: int = 0
+    hw_prog_id: int = 0
+    mtu: int = 0
+    operstate: str = ""
+
+
+class NetlinkCallError(KernelError):
+    """An rtnetlink request failed; ``extack`` holds the kernel's own explanation."""
+
+    def __init__(self, what: str, err: int, extack: str = ""):
+        self.extack = extack
+        super().__init__("RTM_SETLINK", err, what + (f" ({extack})" if extack else ""))
+
+
+def ifindex_of(iface) -> int:
+    if isinstance(iface, int):
+        return iface
+    try:
+        return socket.if_nametoindex(iface)
+    except OSError:
+        raise NotFoundError(f"no such interface: {iface!r} in this network namespace",
+                            hint="list interfaces with `ip link`; inside a namespace use `ip netns exec NS ...`") from None
+
+
+def ifname_of(ifindex: int) -> str:
+    try:
+        return socket.if_indextoname(ifindex)
+    except OSError:
+        raise NotFoundError(f"no interface with ifindex {ifindex} in this network namespace") from None
+
+
+def _xdp_of(msg) -> LinkXdp:
+    out = LinkXdp(ifindex=msg["index"], ifname=msg.get_attr("IFLA_IFNAME") or "",
+                  mtu=msg.get_attr("IFLA_MTU") or 0, operstate=msg.get_attr("IFLA_OPERSTATE") or "")
+    xdp = msg.get_attr("IFLA_XDP")
+    if xdp is None:
+        return out
+    attached = xdp.get_attr("IFLA_XDP_ATTACHED") or XDP_ATTACHED_NONE
+    prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
+    if attached == XDP_ATTACHED_DRV:
+        out.drv_prog_id = prog_id
+    elif attached == XDP_ATTACHED_SKB:
+        out.skb_prog_id = prog_id
+    elif attached == XDP_ATTACHED_HW:
+        out.hw_prog_id = prog_id
+    elif attached == XDP_ATTACHED_MULTI:
+        out.drv_prog_id = xdp.get_attr("IFLA_XDP_DRV_PROG_ID") or 0
+        out.skb_prog_id = xdp.get_attr("IFLA_XDP_SKB_PROG_ID") or 0
+        out.hw_prog_id = xdp.get_attr("IFLA_XDP_HW_PROG_ID") or 0
+    return out
+
+
+def list_links() -> list[LinkXdp]:
+    """Every interface in the current namespace with its XDP attachments."""
+    with IPRoute() as ipr:
+        return [_xdp_of(m) for m in ipr.get_links()]
+
+
+def get_link(ifindex: int) -> LinkXdp:
+    with IPRoute() as ipr:
+        try:
+            msgs = ipr.get_links(ifindex)
+        except NetlinkError as exc:
+            if exc.code == E.ENODEV:
+                raise NotFoundError(f"no interface with ifindex {ifindex} in this network namespace") from None
+            raise
+        return _xdp_of(msgs[0])
+
+
+def set_xdp(ifindex: int, prog_fd: int, flags: int, expected_fd: int | None = None) -> None:
+    """Send IFLA_XDP {FD, FLAGS[, EXPECTED_FD]}: attach (fd >= 0) or detach (fd = -1).
+
+    pyroute2's ``link('set', xdp_fd=...)`` sends no flags; the nested-attribute form does.
+    """
+    attrs = [("IFLA_XDP_FD", prog_fd), ("IFLA_XDP_FLAGS", flags)]
+    if expected_fd is not None:
+        attrs.append(("IFLA_XDP_EXPECTED_FD", expected_fd))
+    with IPRoute(ext_ack=True) if _supports_ext_ack() else IPRoute() as ipr:
+        try:
+            ipr.link("set", index=ifindex, xdp={"attrs": attrs})
+        except NetlinkError as exc:
+            extack = ""
+            if len(exc.args) > 1 and isinstance(exc.args[1], str) and exc.args[1] != _strerror(exc.code):
+                extack = exc.args[1]
+            raise NetlinkCallError("setting IFLA_XDP", exc.code, extack) from None
+
+
+def _strerror(code: int) -> str:
+    import os
+    return os.strerror(code)
+
+
+_EXT_ACK: bool | None = None
+
+
+def _supports_ext_ack() -> bool:
+    global _EXT_ACK
+    if _EXT_ACK is None:
+        try:
+            IPRoute(ext_ack=True).close()
+            _EXT_ACK = True
+        except TypeError:
+            _EXT_ACK = False
+    return _EXT_ACK

@@ -1,0 +1,259 @@
+"""Kernel object registry: BPF program and map ids, their info, and fds by id.
+
+This is what lets a later process (or ``xdpkit status``) find an attached program and its maps
+from nothing but the program id, without pins.
+"""
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+
+from xdpkit._sys.libbpf import ffi, require
+from xdpkit.errors import KernelError, NotFoundError
+
+
+class MapType(enum.IntEnum):
+    HASH = 1
+    ARRAY = 2
+    PROG_ARRAY = 3
+    PERF_EVENT_ARRAY = 4
+    PERCPU_HASH = 5
+    PERCPU_ARRAY = 6
+    STACK_TRACE = 7
+    CGROUP_ARRAY = 8
+    LRU_HASH = 9
+    LRU_PERCPU_HASH = 10
+    LPM_TRIE = 11
+    ARRAY_OF_MAPS = 12
+    HASH_OF_MAPS = 13
+    DEVMAP = 14
+    SOCKMAP = 15
+    CPUMAP = 16
+    XSKMAP = 17
+    SOCKHASH = 18
+    CGROUP_STORAGE = 19
+    REUSEPORT_SOCKARRAY = 20
+    PERCPU_CGROUP_STORAGE = 21
+    QUEUE = 22
+    STACK = 23
+    SK_STORAGE = 24
+    DEVMAP_HASH = 25
+    STRUCT_OPS = 26
+    RINGBUF = 27
+    INODE_STORAGE = 28
+    TASK_STORAGE = 29
+    BLOOM_FILTER = 30
+    USER_RINGBUF = 31
+    CGRP_STORAGE = 32
+    ARENA = 33
+
+    @classmethod
+    def name_of(cls, value: int) -> str:
+        try:
+            return cls(value).name.lower()
+        except ValueError:
+            return f"type_{value}"
+
+
+class ProgType(enum.IntEnum):
+    UNSPEC = 0
+    SOCKET_FILTER = 1
+    KPROBE = 2
+    SCHED_CLS = 3
+    SCHED_ACT = 4
+    TRACEPOINT = 5
+    XDP = 6
+    PERF_EVENT = 7
+    CGROUP_SKB = 8
+    TRACING = 26
+    EXT = 28
+
+    @classmethod
+    def name_of(cls, value: int) -> str:
+        try:
+            return cls(value).name.lower()
+        except ValueError:
+            return f"type_{value}"
+
+
+BPF_XDP_ATTACH_TYPE = 37  # enum bpf_attach_type: BPF_XDP
+
+
+class OwnedFd:
+    """A file descriptor we opened and must close; ``close()`` is idempotent."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __int__(self):
+        return self.fd
+
+
+@dataclass
+class ProgramInfo:
+    id: int
+    name: str
+    type: int
+    tag: str
+    map_ids: list[int] = field(default_factory=list)
+    btf_id: int = 0
+    load_time_ns: int = 0
+    run_cnt: int = 0
+    run_time_ns: int = 0
+    verified_insns: int = 0
+
+    @property
+    def type_name(self) -> str:
+        return ProgType.name_of(self.type)
+
+
+@dataclass
+class MapInfo:
+    id: int
+    name: str
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int = 0
+    btf_id: int = 0
+    btf_key_type_id: int = 0
+    btf_value_type_id: int = 0
+
+    @property
+    def type_name(self) -> str:
+        return MapType.name_of(self.type)
+
+
+def _cstr(arr) -> str:
+    return ffi.string(arr).decode(errors="replace")
+
+
+def program_info(fd: int) -> ProgramInfo:
+    lib = require()
+    info = ffi.new("struct bpf_prog_info *")
+    size = ffi.new("uint32_t *", ffi.sizeof("struct bpf_prog_info"))
+    ret = lib.bpf_obj_get_info_by_fd(fd, info, size)
+    if ret < 0:
+        raise KernelError("BPF_OBJ_GET_INFO_BY_FD", -ret, "reading program info")
+    nmaps = info.nr_map_ids
+    map_ids: list[int] = []
+    if nmaps:
+        ids = ffi.new("uint32_t[]", nmaps)
+        info2 = ffi.new("struct bpf_prog_info *")
+        info2.nr_map_ids = nmaps
+        info2.map_ids = int(ffi.cast("uintptr_t", ids))
+        size[0] = ffi.sizeof("struct bpf_prog_info")
+        ret = lib.bpf_obj_get_info_by_fd(fd, info2, size)
+        if ret < 0:
+            raise KernelError("BPF_OBJ_GET_INFO_BY_FD", -ret, "reading program map ids")
+        map_ids = [ids[i] for i in range(min(nmaps, info2.nr_map_ids))]
+    return ProgramInfo(
+        id=info.id, name=_cstr(info.name), type=info.type,
+        tag=bytes(ffi.buffer(info.tag, 8)).hex(), map_ids=map_ids, btf_id=info.btf_id,
+        load_time_ns=info.load_time, run_cnt=info.run_cnt, run_time_ns=info.run_time_ns,
+        verified_insns=info.verified_insns)
+
+
+def map_info(fd: int) -> MapInfo:
+    lib = require()
+    info = ffi.new("struct bpf_map_info *")
+    size = ffi.new("uint32_t *", ffi.sizeof("struct bpf_map_info"))
+    ret = lib.bpf_obj_get_info_by_fd(fd, info, size)
+    if ret < 0:
+        raise KernelError("BPF_OBJ_GET_INFO_BY_FD", -ret, "reading map info")
+    return MapInfo(id=info.id, name=_cstr(info.name), type=info.type, key_size=info.key_size,
+                   value_size=info.value_size, max_entries=info.max_entries, flags=info.map_flags,
+                   btf_id=info.btf_id, btf_key_type_id=info.btf_key_type_id,
+                   btf_value_type_id=info.btf_value_type_id)
+
+
+def _iter_ids(getter) -> list[int]:
+    out = []
+    cur = ffi.new("uint32_t *", 0)
+    start = 0
+    while True:
+        ret = getter(start, cur)
+        if ret < 0:
+            break  # ENOENT: no more ids
+        out.append(cur[0])
+        start = cur[0]
+    return out
+
+
+def program_ids() -> list[int]:
+    return _iter_ids(require().bpf_prog_get_next_id)
+
+
+def map_ids() -> list[int]:
+    return _iter_ids(require().bpf_map_get_next_id)
+
+
+def link_ids() -> list[int]:
+    return _iter_ids(require().bpf_link_get_next_id)
+
+
+def program_fd_by_id(prog_id: int) -> OwnedFd:
+    fd = require().bpf_prog_get_fd_by_id(prog_id)
+    if fd < 0:
+        if -fd == 2:
+            raise NotFoundError(f"no BPF program with id {prog_id}")
+        raise KernelError("BPF_PROG_GET_FD_BY_ID", -fd, f"program {prog_id}")
+    return OwnedFd(fd)
+
+
+def map_fd_by_id(map_id: int) -> OwnedFd:
+    fd = require().bpf_map_get_fd_by_id(map_id)
+    if fd < 0:
+        if -fd == 2:
+            raise NotFoundError(f"no BPF map with id {map_id}")
+        raise KernelError("BPF_MAP_GET_FD_BY_ID", -fd, f"map {map_id}")
+    return OwnedFd(fd)
+
+
+def program_info_by_id(prog_id: int) -> ProgramInfo:
+    with program_fd_by_id(prog_id) as fd:
+        return program_info(fd.fd)
+
+
+def map_info_by_id(map_id: int) -> MapInfo:
+    with map_fd_by_id(map_id) as fd:
+        return map_info(fd.fd)
+
+
+def obj_get(path: str) -> OwnedFd:
+    """Open a pinned BPF object (map, program or link) by its bpffs path."""
+    fd = require().bpf_obj_get(os.fsencode(path))
+    if fd < 0:
+        if -fd == 2:
+            raise NotFoundError(f"nothing pinned at {path}")
+        raise KernelError("BPF_OBJ_GET", -fd, path)
+    return OwnedFd(fd)
+
+
+def obj_pin(fd: int, path: str) -> None:
+    ret = require().bpf_obj_pin(fd, os.fsencode(path))
+    if ret < 0:
+        hint = None
+        if -ret == 1 or -ret == 22:
+            hint = "the path must be inside a mounted bpffs (xdpkit doctor shows where)"
+        raise KernelError("BPF_OBJ_PIN", -ret, path, hint=hint)
+
+
+def possible_cpus() -> int:
+    n = require().libbpf_num_possible_cpus()
+    if n <= 0:
+        raise KernelError("libbpf_num_possible_cpus", -n if n < 0 else 22)
+    return n

@@ -1,0 +1,94 @@
+"""BPF maps as Python mappings. One module per map family; ``make_map`` picks the class."""
+from __future__ import annotations
+
+import os
+
+from xdpkit._sys.libbpf import ffi, require
+from xdpkit.btf import BtfReader, Codec
+from xdpkit.errors import ConfigError, NotFoundError
+from xdpkit.kernel import MapInfo, MapType, OwnedFd, map_fd_by_id, map_ids, map_info, obj_get
+from xdpkit.maps.array import ArrayMap
+from xdpkit.maps.base import BPF_ANY, BPF_EXIST, BPF_NOEXIST, Map
+from xdpkit.maps.fdmaps import CpuMap, DevMap, DevMapHash, ProgArray, XskMap
+from xdpkit.maps.lpm import LpmTrieMap
+from xdpkit.maps.percpu import PerCpuArrayMap, PerCpuHashMap, PerCpuValues
+
+_CLASSES = {
+    MapType.ARRAY: ArrayMap,
+    MapType.PERCPU_HASH: PerCpuHashMap,
+    MapType.LRU_PERCPU_HASH: PerCpuHashMap,
+    MapType.PERCPU_ARRAY: PerCpuArrayMap,
+    MapType.LPM_TRIE: LpmTrieMap,
+    MapType.DEVMAP: DevMap,
+    MapType.DEVMAP_HASH: DevMapHash,
+    MapType.CPUMAP: CpuMap,
+    MapType.XSKMAP: XskMap,
+    MapType.PROG_ARRAY: ProgArray,
+}
+
+
+def make_map(fd: int, info: MapInfo, key_codec: Codec | None = None,
+             value_codec: Codec | None = None, *, owned: bool = True) -> Map:
+    cls = _CLASSES.get(info.type, Map)
+    return cls(fd, info, key_codec, value_codec, owned=owned)
+
+
+def _kernel_codecs(info: MapInfo) -> tuple[Codec | None, Codec | None]:
+    """Codecs from the BTF the kernel keeps for the map (none when it was created without)."""
+    if not info.btf_id:
+        return None, None
+    lib = require()
+    btf = lib.btf__load_from_kernel_by_id(info.btf_id)
+    if btf == ffi.NULL:
+        return None, None
+    try:
+        reader = BtfReader(btf)
+        key = reader.codec(info.btf_key_type_id, info.key_size) if info.btf_key_type_id else None
+        value = reader.codec(info.btf_value_type_id, info.value_size) if info.btf_value_type_id else None
+        return key, value
+    finally:
+        lib.btf__free(btf)
+
+
+def _from_fd(fd: OwnedFd) -> Map:
+    try:
+        info = map_info(fd.fd)
+        key, value = _kernel_codecs(info)
+    except BaseException:
+        fd.close()
+        raise
+    return make_map(fd.fd, info, key, value, owned=True)
+
+
+def open_map_by_id(map_id: int) -> Map:
+    """Open a live map by its kernel id; close it (or use ``with``) when done."""
+    return _from_fd(map_fd_by_id(map_id))
+
+
+def open_pinned_map(path: str | os.PathLike) -> Map:
+    """Reopen a map pinned in bpffs."""
+    fd = obj_get(os.fspath(path))
+    try:
+        info = map_info(fd.fd)
+    except Exception:
+        fd.close()
+        raise ConfigError(f"{path} is pinned but is not a BPF map") from None
+    return _from_fd(fd)
+
+
+def find_map_ids(name: str) -> list[int]:
+    """Ids of live maps with this name (BPF names are truncated to 15 characters)."""
+    out = []
+    for mid in map_ids():
+        try:
+            with map_fd_by_id(mid) as fd:
+                if map_info(fd.fd).name == name[:15]:
+                    out.append(mid)
+        except NotFoundError:
+            continue  # freed while we looked
+    return out
+
+
+__all__ = ["Map", "ArrayMap", "PerCpuHashMap", "PerCpuArrayMap", "PerCpuValues", "LpmTrieMap",
+           "DevMap", "DevMapHash", "CpuMap", "XskMap", "ProgArray", "make_map", "open_map_by_id",
+           "open_pinned_map", "find_map_ids", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST"]

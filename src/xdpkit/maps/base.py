@@ -1,0 +1,295 @@
+"""The Map type: a BPF map as a Python MutableMapping, with batch operations."""
+from __future__ import annotations
+
+import errno as E
+from collections.abc import Iterable, Iterator, MutableMapping
+
+from xdpkit._sys.libbpf import ffi, require
+from xdpkit.btf import BytesCodec, Codec
+from xdpkit.errors import ConfigError, KernelError, XdpkitError
+from xdpkit.kernel import MapInfo, MapType, obj_pin
+
+BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
+_ENOTSUPP = 524  # kernel-internal "operation not supported" seen from BPF syscalls
+_BATCH_UNSUPPORTED = {E.EINVAL, E.EOPNOTSUPP, _ENOTSUPP, E.EPERM}
+BATCH_CHUNK = 8192
+
+
+class Map(MutableMapping):
+    """A BPF map. ``m[k]``, ``m[k] = v``, ``del m[k]``, ``k in m``, iteration, ``items()``.
+
+    Keys and values are encoded and decoded through codecs built from the map's BTF; raw bytes
+    of the right size are always accepted, and :meth:`raw` gives undecoded access.
+    """
+
+    def __init__(self, fd: int, info: MapInfo, key_codec: Codec | None = None,
+                 value_codec: Codec | None = None, *, owned: bool = True):
+        self._fd = fd
+        self.info = info
+        self._owned = owned
+        self.key_codec = key_codec or BytesCodec(info.key_size)
+        self.value_codec = value_codec or BytesCodec(info.value_size)
+        if self.key_codec.size != info.key_size:
+            self.key_codec = BytesCodec(info.key_size)
+        if self.value_codec.size != info.value_size:
+            self.value_codec = BytesCodec(info.value_size)
+
+    # ---- identity -------------------------------------------------------------------------
+    name = property(lambda self: self.info.name)
+    id = property(lambda self: self.info.id)
+    type = property(lambda self: MapType(self.info.type) if self.info.type in MapType._value2member_map_
+                    else self.info.type)
+    key_size = property(lambda self: self.info.key_size)
+    value_size = property(lambda self: self.info.value_size)
+    max_entries = property(lambda self: self.info.max_entries)
+
+    @property
+    def fd(self) -> int:
+        if self._fd < 0:
+            raise XdpkitError(f"map '{self.name}' is closed")
+        return self._fd
+
+    def close(self) -> None:
+        """Release our handle on the map (idempotent). The map lives on while others use it."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0 and self._owned:
+            import os
+            os.close(fd)
+
+    def _invalidate(self) -> None:
+        self._fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} {self.name!r} id={self.id} type={MapType.name_of(self.info.type)} "
+                f"key={self.key_size}B value={self.value_size}B max_entries={self.max_entries}>")
+
+    # ---- encoding hooks (subclasses change value layout) ---------------------------------
+    @property
+    def value_buf_size(self) -> int:
+        return self.info.value_size
+
+    def encode_key(self, key) -> bytes:
+        try:
+            return self.key_codec.pack(key)
+        except ConfigError as exc:
+            raise ConfigError(f"bad key for map '{self.name}': {exc}") from None
+
+    def decode_key(self, raw: bytes):
+        return self.key_codec.decode(raw)
+
+    def encode_value(self, value) -> bytes:
+        try:
+            return self.value_codec.pack(value)
+        except ConfigError as exc:
+            raise ConfigError(f"bad value for map '{self.name}': {exc}") from None
+
+    def decode_value(self, raw: bytes):
+        return self.value_codec.decode(raw)
+
+    def parse_key(self, text: str):
+        return self.key_codec.parse(text)
+
+    def parse_value(self, text: str):
+        return self.value_codec.parse(text)
+
+    # ---- raw access -------------------------------------------------------------------------
+    def _error(self, syscall: str, err: int, what: str):
+        hint = None
+        if err == E.E2BIG:
+            hint = f"the map is full (max_entries {self.max_entries}) or the key is out of range"
+        elif err == E.EEXIST:
+            hint = "the key already exists (BPF_NOEXIST)"
+        elif err in (E.EINVAL,) and self.info.type in (MapType.ARRAY, MapType.PERCPU_ARRAY) \
+                and syscall == "BPF_MAP_DELETE_ELEM":
+            hint = "array map entries cannot be deleted; set them to zero instead"
+        return KernelError(syscall, err, f"map '{self.name}' {what}", hint=hint)
+
+    def lookup_raw(self, key: bytes) -> bytes | None:
+        val = ffi.new("char[]", max(self.value_buf_size, 1))
+        ret = require().bpf_map_lookup_elem(self.fd, key, val)
+        if ret < 0:
+            if -ret == E.ENOENT:
+                return None
+            raise self._error("BPF_MAP_LOOKUP_ELEM", -ret, "lookup")
+        return bytes(ffi.buffer(val, self.value_buf_size))
+
+    def update_raw(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+        ret = require().bpf_map_update_elem(self.fd, key, value, flags)
+        if ret < 0:
+            raise self._error("BPF_MAP_UPDATE_ELEM", -ret, "update")
+
+    def delete_raw(self, key: bytes) -> bool:
+        ret = require().bpf_map_delete_elem(self.fd, key)
+        if ret < 0:
+            if -ret == E.ENOENT:
+                return False
+            raise self._error("BPF_MAP_DELETE_ELEM", -ret, "delete")
+        return True
+
+    def raw_keys(self) -> Iterator[bytes]:
+        lib = require()
+        cur = ffi.new("char[]", max(self.key_size, 1))
+        nxt = ffi.new("char[]", max(self.key_size, 1))
+        prev = ffi.NULL
+        while True:
+            ret = lib.bpf_map_get_next_key(self.fd, prev, nxt)
+            if ret < 0:
+                if -ret == E.ENOENT:
+                    return
+                raise self._error("BPF_MAP_GET_NEXT_KEY", -ret, "iterate")
+            key = bytes(ffi.buffer(nxt, self.key_size))
+            yield key
+            ffi.memmove(cur, nxt, self.key_size)
+            prev = cur
+
+    # ---- mapping protocol -----------------------------------------------------------------
+    def __getitem__(self, key):
+        raw = self.lookup_raw(self.encode_key(key))
+        if raw is None:
+            raise KeyError(key)
+        return self.decode_value(raw)
+
+    def __setitem__(self, key, value) -> None:
+        self.update_raw(self.encode_key(key), self.encode_value(value))
+
+    def set(self, key, value, *, flags: int = BPF_ANY) -> None:
+        """Update with explicit flags: BPF_ANY, BPF_NOEXIST (create only), BPF_EXIST."""
+        self.update_raw(self.encode_key(key), self.encode_value(value), flags)
+
+    def __delitem__(self, key) -> None:
+        if not self.delete_raw(self.encode_key(key)):
+            raise KeyError(key)
+
+    def __contains__(self, key) -> bool:
+        return self.lookup_raw(self.encode_key(key)) is not None
+
+    def __iter__(self):
+        for raw in self.raw_keys():
+            yield self.decode_key(raw)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.raw_keys())
+
+    def items(self):  # type: ignore[override]
+        """All (key, value) pairs, fetched with batch lookups where the map supports them."""
+        return [(self.decode_key(k), self.decode_value(v)) for k, v in self.raw_items()]
+
+    def values(self):  # type: ignore[override]
+        return [v for _, v in self.items()]
+
+    def raw_items(self) -> list[tuple[bytes, bytes]]:
+        try:
+            return self.lookup_batch_raw()
+        except _BatchUnsupported:
+            out = []
+            for k in self.raw_keys():
+                v = self.lookup_raw(k)
+                if v is not None:  # deleted while we iterated
+                    out.append((k, v))
+            return out
+
+    def clear(self) -> None:
+        for k in list(self.raw_keys()):
+            self.delete_raw(k)
+
+    # ---- batch operations ---------------------------------------------------------------
+    def lookup_batch_raw(self, chunk: int = BATCH_CHUNK) -> list[tuple[bytes, bytes]]:
+        lib = require()
+        ks, vs = self.key_size, self.value_buf_size
+        keys = ffi.new("char[]", ks * chunk)
+        vals = ffi.new("char[]", vs * chunk)
+        tok_in = ffi.new("char[]", max(ks, 8))
+        tok_out = ffi.new("char[]", max(ks, 8))
+        count = ffi.new("uint32_t *")
+        opts = ffi.new("struct bpf_map_batch_opts *", {"sz": ffi.sizeof("struct bpf_map_batch_opts")})
+        out: list[tuple[bytes, bytes]] = []
+        first = True
+        while True:
+            count[0] = chunk
+            ret = lib.bpf_map_lookup_batch(self.fd, ffi.NULL if first else tok_in, tok_out,
+                                           keys, vals, count, opts)
+            err = -ret if ret < 0 else 0
+            if err and err != E.ENOENT:
+                if first and err in _BATCH_UNSUPPORTED:
+                    raise _BatchUnsupported()
+                raise self._error("BPF_MAP_LOOKUP_BATCH", err, "batch lookup")
+            kb = ffi.buffer(keys, ks * count[0])
+            vb = ffi.buffer(vals, vs * count[0])
+            out.extend((bytes(kb[i * ks:(i + 1) * ks]), bytes(vb[i * vs:(i + 1) * vs]))
+                       for i in range(count[0]))
+            if err == E.ENOENT:  # end of map; entries returned with it are still valid
+                return out
+            first = False
+            ffi.memmove(tok_in, tok_out, max(ks, 8))
+
+    def update_batch(self, items: Iterable[tuple], *, flags: int = BPF_ANY,
+                     chunk: int = BATCH_CHUNK, progress=None) -> int:
+        """Insert many (key, value) pairs with BPF_MAP_UPDATE_BATCH; returns how many.
+
+        ``progress(done, total)`` is called after every chunk. Falls back to single updates
+        on maps without batch support. Raises after the first failing chunk, saying how many
+        entries went in.
+        """
+        pairs = [(self.encode_key(k), self.encode_value(v)) for k, v in items]
+        return self.update_batch_raw(pairs, flags=flags, chunk=chunk, progress=progress)
+
+    def update_batch_raw(self, pairs: list[tuple[bytes, bytes]], *, flags: int = BPF_ANY,
+                         chunk: int = BATCH_CHUNK, progress=None) -> int:
+        lib = require()
+        total = len(pairs)
+        opts = ffi.new("struct bpf_map_batch_opts *",
+                       {"sz": ffi.sizeof("struct bpf_map_batch_opts"), "elem_flags": flags})
+        count = ffi.new("uint32_t *")
+        done = 0
+        batch_ok = True
+        while done < total:
+            part = pairs[done: done + chunk]
+            if batch_ok:
+                kbuf = b"".join(k for k, _ in part)
+                vbuf = b"".join(v for _, v in part)
+                count[0] = len(part)
+                ret = lib.bpf_map_update_batch(self.fd, kbuf, vbuf, count, opts)
+                if ret < 0 and -ret in _BATCH_UNSUPPORTED and done == 0 and count[0] == 0:
+                    batch_ok = False
+                    continue
+                if ret < 0:
+                    raise self._error("BPF_MAP_UPDATE_BATCH", -ret,
+                                      f"batch update ({done + count[0]} of {total} entries written)")
+            else:
+                for k, v in part:
+                    self.update_raw(k, v, flags)
+            done += len(part)
+            if progress:
+                progress(done, total)
+        return done
+
+    def delete_batch(self, keys: Iterable, *, chunk: int = BATCH_CHUNK) -> int:
+        raw = [self.encode_key(k) for k in keys]
+        lib = require()
+        opts = ffi.new("struct bpf_map_batch_opts *", {"sz": ffi.sizeof("struct bpf_map_batch_opts")})
+        count = ffi.new("uint32_t *")
+        done = 0
+        while done < len(raw):
+            part = raw[done: done + chunk]
+            count[0] = len(part)
+            ret = lib.bpf_map_delete_batch(self.fd, b"".join(part), count, opts)
+            if ret < 0 and -ret in _BATCH_UNSUPPORTED and count[0] == 0:
+                for k in part:
+                    self.delete_raw(k)
+            elif ret < 0:
+                raise self._error("BPF_MAP_DELETE_BATCH", -ret, f"batch delete ({done + count[0]} deleted)")
+            done += len(part)
+        return done
+
+    def pin(self, path: str) -> None:
+        obj_pin(self.fd, path)
+
+
+class _BatchUnsupported(Exception):
+    pass

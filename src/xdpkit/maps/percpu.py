@@ -1,0 +1,78 @@
+"""Per-CPU maps: one value per possible CPU, with a helper to sum them."""
+from __future__ import annotations
+
+from xdpkit.btf import Record
+from xdpkit.errors import ConfigError
+from xdpkit.kernel import possible_cpus
+from xdpkit.maps.base import Map
+from xdpkit.maps.array import ArrayMap
+
+
+class PerCpuValues(list):
+    """The values of one key, one per possible CPU (index = CPU number)."""
+
+    def sum(self):
+        """Add the per-CPU values: ints add up, structs add field by field."""
+        return _sum(list(self))
+
+
+def _sum(values):
+    if not values:
+        return 0
+    first = values[0]
+    if isinstance(first, dict):
+        return Record({k: _sum([v[k] for v in values]) for k in first})
+    if isinstance(first, list):
+        return [_sum([v[i] for v in values]) for i in range(len(first))]
+    if isinstance(first, (bytes, bytearray)):
+        raise ConfigError("cannot sum raw byte values; give the map BTF types")
+    return sum(values)
+
+
+class PerCpuMixin:
+    """Value layout: possible_cpus x round_up(value_size, 8) bytes (a smaller buffer is EINVAL)."""
+
+    @property
+    def ncpus(self) -> int:
+        if not hasattr(self, "_ncpus"):
+            self._ncpus = possible_cpus()
+        return self._ncpus
+
+    @property
+    def stride(self) -> int:
+        return (self.info.value_size + 7) & ~7
+
+    @property
+    def value_buf_size(self) -> int:
+        return self.ncpus * self.stride
+
+    def encode_value(self, value) -> bytes:
+        """A single value is written to every CPU; a list gives one value per CPU."""
+        if isinstance(value, (list, tuple)) and not isinstance(value, Record) \
+                and len(value) == self.ncpus and not self._value_is_array():
+            per_cpu = list(value)
+        else:
+            per_cpu = [value] * self.ncpus
+        out = bytearray()
+        for v in per_cpu:
+            out += Map.encode_value(self, v).ljust(self.stride, b"\0")
+        return bytes(out)
+
+    def _value_is_array(self) -> bool:
+        from xdpkit.btf import ArrayCodec
+        return isinstance(self.value_codec, ArrayCodec)
+
+    def decode_value(self, raw: bytes) -> PerCpuValues:
+        s, size = self.stride, self.info.value_size
+        return PerCpuValues(self.value_codec.decode(raw[i * s: i * s + size]) for i in range(self.ncpus))
+
+    def sum(self, key):
+        return self[key].sum()
+
+
+class PerCpuHashMap(PerCpuMixin, Map):
+    pass
+
+
+class PerCpuArrayMap(PerCpuMixin, ArrayMap):
+    pass
