@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno as E
 import os
+import warnings
 from pathlib import Path
 
 from xdpkit._sys.libbpf import capture_messages, ffi, require
@@ -349,6 +350,5 @@ class Object:
 
     def __del__(self):
         if getattr(self, "_obj", None) is not None:
-            import warnings
             warnings.warn(f"xdpkit Object {self.path.name} was not closed", ResourceWarning, stacklevel=2)
             self.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import errno as E
 import os
+import warnings
 from dataclasses import dataclass, field
 
 from xdpkit._sys import netlink as nl
@@ -298,7 +299,6 @@ class BpfXdpLink:
 
     def __del__(self):
         if getattr(self, "_fd", -1) >= 0:
-            import warnings
             warnings.warn(f"xdpkit link on {self.ifname} was not closed", ResourceWarning, stacklevel=2)
             self.close()
 

@@ -152,12 +152,17 @@ void btf__free(struct btf *btf);
 
 int libbpf_probe_bpf_prog_type(int prog_type, const void *opts);
 int libbpf_num_possible_cpus(void);
+int libbpf_major_version(void);
+int libbpf_minor_version(void);
+int bpf_prog_load(int prog_type, const char *prog_name, const char *license, const void *insns,
+                  size_t insn_cnt, const void *opts);
 int libbpf_strerror(int err, char *buf, size_t size);
 typedef int (*libbpf_print_fn_t)(int level, const char *fmt, void *ap);
 libbpf_print_fn_t libbpf_set_print(libbpf_print_fn_t fn);
 int vsnprintf(char *str, size_t size, const char *format, void *ap);
 
 int close(int fd);
+int setns(int fd, int nstype);
 """
 )
 

@@ -24,6 +24,10 @@ XDP_FLAGS_REPLACE = 1 << 4
 XDP_ATTACHED_NONE, XDP_ATTACHED_DRV, XDP_ATTACHED_SKB, XDP_ATTACHED_HW, XDP_ATTACHED_MULTI = range(5)
 
 
+_ATTACHED_WORDS = {"xdp": XDP_ATTACHED_DRV, "xdpgeneric": XDP_ATTACHED_SKB,
+                   "xdpoffload": XDP_ATTACHED_HW, "xdpmulti": XDP_ATTACHED_MULTI}
+
+
 @dataclass
 class LinkXdp:
     """What IFLA_XDP reports for one interface."""
@@ -69,6 +73,8 @@ def _xdp_of(msg) -> LinkXdp:
     if xdp is None:
         return out
     attached = xdp.get_attr("IFLA_XDP_ATTACHED") or XDP_ATTACHED_NONE
+    if isinstance(attached, str):  # pyroute2 decodes the mode to iproute2's words
+        attached = _ATTACHED_WORDS.get(attached, XDP_ATTACHED_NONE)
     prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
     if attached == XDP_ATTACHED_DRV:
         out.drv_prog_id = prog_id

@@ -89,6 +89,53 @@ def find_map_ids(name: str) -> list[int]:
     return out
 
 
-__all__ = ["Map", "ArrayMap", "PerCpuHashMap", "PerCpuArrayMap", "PerCpuValues", "LpmTrieMap",
+def attached_map_ids() -> list[int]:
+    """Ids of maps used by XDP programs attached in the current network namespace."""
+    from xdpkit.xdp import query
+
+    return [m["id"] for att in query() for m in att.maps]
+
+
+def open_map(ref) -> Map:
+    """Open a map by id (int or digits), bpffs path, or name.
+
+    A name is looked up first among the maps of XDP programs attached in this network
+    namespace, then among all maps; it must match exactly one map.
+    """
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        return open_map_by_id(int(ref))
+    ref = str(ref)
+    if ref.startswith("/"):
+        return open_pinned_map(ref)
+    local = []
+    for mid in dict.fromkeys(attached_map_ids()):
+        try:
+            with map_fd_by_id(mid) as fd:
+                if map_info(fd.fd).name == ref[:15]:
+                    local.append(mid)
+        except NotFoundError:
+            continue
+    candidates = local or find_map_ids(ref)
+    if not candidates:
+        raise NotFoundError(f"no BPF map named {ref!r}", hint="list maps with `xdpkit maps list`")
+    if len(candidates) > 1:
+        raise ConfigError(f"{len(candidates)} maps are named {ref!r} (ids {', '.join(map(str, candidates))})",
+                          hint="name the map by id instead")
+    return open_map_by_id(candidates[0])
+
+
+def list_maps(ids: list[int] | None = None) -> list[MapInfo]:
+    """Info for the given map ids, or for every map in the kernel."""
+    out = []
+    for mid in (map_ids() if ids is None else ids):
+        try:
+            with map_fd_by_id(mid) as fd:
+                out.append(map_info(fd.fd))
+        except NotFoundError:
+            continue
+    return out
+
+
+__all__ = ["open_map", "list_maps", "attached_map_ids", "Map", "ArrayMap", "PerCpuHashMap", "PerCpuArrayMap", "PerCpuValues", "LpmTrieMap",
            "DevMap", "DevMapHash", "CpuMap", "XskMap", "ProgArray", "make_map", "open_map_by_id",
            "open_pinned_map", "find_map_ids", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST"]

@@ -111,4 +111,7 @@ class ProgArray(ArrayMap):
         Map.__delitem__(self, key)
 
     def parse_value(self, text: str):
-        return IntCodec(4).parse(text)
+        """On the command line a program is named by its id."""
+        from xdpkit.program import Program
+
+        return Program.from_id(IntCodec(4, type_name="program id").parse(text))

@@ -1,0 +1,26 @@
+# The two commands that matter: `make demo` and `make test`. Both set everything up first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test test-unit lab-up lab-down clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/bin/xdpkit demo
+
+test: setup
+	$(PY) -m pytest -q tests
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+lab-up: setup
+	$(VENV)/bin/xdpkit lab up
+
+lab-down: setup
+	$(VENV)/bin/xdpkit lab down
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

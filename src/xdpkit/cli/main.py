@@ -1,0 +1,58 @@
+"""xdpkit command line: parses argv, calls the library, prints. No logic lives here."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from xdpkit.cli import commands, maps_cmd, system_cmd
+from xdpkit.errors import VerifierError, XdpkitError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage errors exit 2, one line plus usage
+        self.print_usage(sys.stderr)
+        print(f"xdpkit: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="xdpkit", description="Compile, load, attach, inspect and test XDP programs.")
+    p.add_argument("-v", "--verbose", action="store_true", help="show full logs (verifier, clang)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    commands.register(sub)
+    maps_cmd.register(sub)
+    system_cmd.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or EXIT_OK
+    except VerifierError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if args.verbose:
+            print(exc.log, file=sys.stderr)
+        else:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return EXIT_ERROR
+    except XdpkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        diag = getattr(exc, "diagnostics", None)
+        if args.verbose and diag:
+            print(diag, file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
