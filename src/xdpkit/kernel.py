@@ -160,11 +160,39 @@ def program_info(fd: int) -> ProgramInfo:
         if ret < 0:
             raise KernelError("BPF_OBJ_GET_INFO_BY_FD", -ret, "reading program map ids")
         map_ids = [ids[i] for i in range(min(nmaps, info2.nr_map_ids))]
+    name = _cstr(info.name)
+    if len(name) == 15 and info.btf_id and info.nr_func_info:
+        name = _full_name_from_btf(fd, info) or name
     return ProgramInfo(
-        id=info.id, name=_cstr(info.name), type=info.type,
+        id=info.id, name=name, type=info.type,
         tag=bytes(ffi.buffer(info.tag, 8)).hex(), map_ids=map_ids, btf_id=info.btf_id,
         load_time_ns=info.load_time, run_cnt=info.run_cnt, run_time_ns=info.run_time_ns,
         verified_insns=info.verified_insns)
+
+
+def _full_name_from_btf(fd: int, info) -> str | None:
+    """The kernel keeps 15 characters of a program name; its BTF keeps the whole function name
+    (bpftool shows that one, so we do too)."""
+    lib = require()
+    rec = info.func_info_rec_size or 8
+    buf = ffi.new("uint32_t[]", (rec // 4) * info.nr_func_info)
+    q = ffi.new("struct bpf_prog_info *")
+    q.nr_func_info = info.nr_func_info
+    q.func_info_rec_size = rec
+    q.func_info = int(ffi.cast("uintptr_t", buf))
+    size = ffi.new("uint32_t *", ffi.sizeof("struct bpf_prog_info"))
+    if lib.bpf_obj_get_info_by_fd(fd, q, size) < 0:
+        return None
+    btf = lib.btf__load_from_kernel_by_id(info.btf_id)
+    if btf == ffi.NULL:
+        return None
+    try:
+        t = lib.btf__type_by_id(btf, buf[1])  # first record: {insn_off 0, type_id}
+        if t == ffi.NULL:
+            return None
+        return ffi.string(lib.btf__name_by_offset(btf, t.name_off)).decode() or None
+    finally:
+        lib.btf__free(btf)
 
 
 def map_info(fd: int) -> MapInfo:

@@ -1,0 +1,5 @@
+import sys
+
+from xdpkit.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,86 @@
+"""Where xdpkit pins BPF objects: a bpffs directory that every process can see.
+
+Why not always /sys/fs/bpf?  ``ip netns exec NS`` mounts a fresh /sys for the command it runs,
+and that /sys has no bpffs: a pin made under /sys/fs/bpf there goes into a private, throw-away
+mount (or fails), and a pin made outside is invisible inside.  A bpffs mounted at a path
+outside /sys in the *root mount namespace* (/run/xdpkit/bpffs) is visible from every
+``ip netns exec`` and outlives the process that mounted it.
+
+So :func:`pin_root` prefers the system bpffs at /sys/fs/bpf when it is really mounted there (as
+seen by this process), and otherwise mounts, or reuses, the bpffs at /run/xdpkit/bpffs.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno as E
+import os
+
+from xdpkit.errors import XdpkitError
+
+BPF_FS_MAGIC = 0xCAFE4A11
+SYS_BPFFS = "/sys/fs/bpf"
+RUN_BPFFS = "/run/xdpkit/bpffs"
+SUBDIR = "xdpkit"
+
+
+class _Statfs(ctypes.Structure):
+    # struct statfs on 64-bit Linux: only f_type (the first field) is read; the padding covers
+    # the rest of the structure generously so the kernel never writes past our buffer.
+    _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 256)]
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.statfs.argtypes = [ctypes.c_char_p, ctypes.POINTER(_Statfs)]
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_void_p]
+
+
+def is_bpffs(path: str) -> bool:
+    """True if ``path`` (a mount point or anything below one) lives on a bpf filesystem.
+
+    statfs() is used rather than parsing /proc/self/mounts: /sys/fs/bpf is listed there twice
+    (the sysfs directory and the bpffs stacked on it), and a path below a mount point has no
+    line of its own.
+    """
+    buf = _Statfs()
+    if _libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
+        return False  # missing or unreadable: certainly not a usable bpffs
+    return (buf.f_type & 0xFFFFFFFF) == BPF_FS_MAGIC
+
+
+def _mount_bpffs(target: str) -> None:
+    if _libc.mount(b"bpf", os.fsencode(target), b"bpf", 0, None) != 0:
+        err = ctypes.get_errno()
+        hint = f"mount it yourself: `mkdir -p {target} && mount -t bpf bpf {target}`"
+        if err == E.EPERM:
+            hint = f"run as root (CAP_SYS_ADMIN), or as root: `mount -t bpf bpf {target}`"
+        raise XdpkitError(f"cannot mount a bpffs at {target}: {os.strerror(err)}", hint=hint)
+
+
+def _makedirs(path: str, hint: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise XdpkitError(f"cannot create {path}: {exc.strerror}", hint=hint) from None
+
+
+def pin_root() -> str:
+    """A directory on a bpffs for xdpkit's pins; created (and its bpffs mounted) if needed.
+
+    Returns /sys/fs/bpf/xdpkit when /sys/fs/bpf is a bpffs, else /run/xdpkit/bpffs/xdpkit
+    (mounting a bpffs at /run/xdpkit/bpffs the first time, reusing it afterwards).
+    """
+    if is_bpffs(SYS_BPFFS):
+        root = os.path.join(SYS_BPFFS, SUBDIR)
+        _makedirs(root, hint=f"run as root, or `mkdir -p {root}`")
+        return root
+    _makedirs(RUN_BPFFS, hint=f"run as root, or `mkdir -p {RUN_BPFFS}`")
+    if not is_bpffs(RUN_BPFFS):
+        _mount_bpffs(RUN_BPFFS)
+        if not is_bpffs(RUN_BPFFS):  # e.g. a read-only overlay swallowed the mount
+            raise XdpkitError(f"{RUN_BPFFS} is not a bpffs after mounting one there",
+                              hint=f"check `findmnt {RUN_BPFFS}`; or `mount -t bpf bpf /sys/fs/bpf`")
+    root = os.path.join(RUN_BPFFS, SUBDIR)
+    _makedirs(root, hint=f"check `findmnt {RUN_BPFFS}`")
+    return root
