@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -107,3 +108,36 @@ def test_leak_checker_sees_a_pin_and_an_xdp_program():
         os.close(fd)
     # Only our own items: other processes on the machine may load programs meanwhile.
     assert not [x for x in check_leaks(before) if "xdpkt_leak" in x or pin in x]
+
+
+def test_leak_checker_ignores_namespaces_of_other_live_processes():
+    """Concurrent sessions on one machine: their claimed or occupied namespaces are not our leaks."""
+    from xdpkit.testing import plugin
+
+    before = snapshot()
+    claimed, occupied = ("xdpkt-other-" + secrets.token_hex(3) for _ in range(2))
+    sleeper = None
+    nsmod.create(claimed)
+    nsmod.create(occupied)
+    os.makedirs(plugin.CLAIMS_DIR, exist_ok=True)
+    claim_file = os.path.join(plugin.CLAIMS_DIR, "1")  # pid 1 is alive and is not us
+    try:
+        with open(claim_file, "a") as f:
+            f.write(claimed + "\n")
+        sleeper = subprocess.Popen(["ip", "netns", "exec", occupied, "sleep", "30"])
+        deadline = time.monotonic() + 5
+        while occupied not in plugin._netns_occupied_by_others({occupied}):
+            assert time.monotonic() < deadline, "sleeper never entered the namespace"
+            time.sleep(0.02)
+        assert not [x for x in check_leaks(before, timeout=0.1) if claimed in x or occupied in x]
+        sleeper.kill()
+        sleeper.wait(5)
+        leaks = check_leaks(before, timeout=0.1)
+        assert f"network namespace {occupied!r}" in leaks  # nobody in it any more: a leak
+    finally:
+        if sleeper and sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait(5)
+        os.unlink(claim_file)
+        nsmod.remove(claimed)
+        nsmod.remove(occupied)
