@@ -25,7 +25,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from xdpkit import bpffs
 from xdpkit._sys import netns
-from xdpkit.errors import ConfigError, LabError, NotFoundError
+from xdpkit.errors import ConfigError, LabError, NotFoundError, XdpkitError
 
 IFA_F_NODAD = 0x02
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,7}$")
@@ -246,9 +246,12 @@ class Lab:
             self.down()
         try:
             self._build()
-        except Exception:
+        except BaseException as exc:
             self.down()  # all-or-nothing: never leave a half-built lab behind
-            raise
+            if isinstance(exc, XdpkitError) or not isinstance(exc, Exception):
+                raise
+            raise LabError(f"building lab {self.name} failed: {exc}",
+                           hint="run as root; `ip netns list` shows what exists") from exc
         left = self.problems()
         if left:
             self.down()
@@ -345,7 +348,8 @@ class Lab:
                              for ln in ipr.get_links()]
                     addrs: dict[int, list[str]] = {}
                     for a in ipr.get_addr():
-                        addrs.setdefault(a["index"], []).append(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+                        text = f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+                        addrs.setdefault(a["index"], []).append(text)
                 attached = [att.to_dict() for att in xdp.query()]
             spaces.append({"name": name, "interfaces": [
                 {"ifname": ifname, "ifindex": idx, "mac": mac, "state": state,

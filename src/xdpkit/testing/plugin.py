@@ -283,7 +283,8 @@ class NetnsHandle:
         with self.inside():
             return _lab.add_veth(a, b, peer_ns=peer, up=up, gro=gro)
 
-    def run(self, argv: list[str], timeout: float = 10.0, *, check: bool = False) -> subprocess.CompletedProcess:
+    def run(self, argv: list[str], timeout: float = 10.0, *,
+            check: bool = False) -> subprocess.CompletedProcess:
         """Run ``argv`` inside the namespace via ``ip netns exec`` (text output captured)."""
         return subprocess.run(["ip", "netns", "exec", self.name, *argv], capture_output=True,
                               text=True, timeout=timeout, check=check)
