@@ -13,7 +13,17 @@ from xdpkit._sys.libbpf import ffi, require
 from xdpkit.errors import KernelError, NotFoundError
 
 
-class MapType(enum.IntEnum):
+class _KernelEnum(enum.IntEnum):
+    @classmethod
+    def name_of(cls, value: int) -> str:
+        """Lower-case kernel name, or type_N for values newer than this table."""
+        try:
+            return cls(value).name.lower()
+        except ValueError:
+            return f"type_{value}"
+
+
+class MapType(_KernelEnum):
     HASH = 1
     ARRAY = 2
     PROG_ARRAY = 3
@@ -48,15 +58,8 @@ class MapType(enum.IntEnum):
     CGRP_STORAGE = 32
     ARENA = 33
 
-    @classmethod
-    def name_of(cls, value: int) -> str:
-        try:
-            return cls(value).name.lower()
-        except ValueError:
-            return f"type_{value}"
 
-
-class ProgType(enum.IntEnum):
+class ProgType(_KernelEnum):
     UNSPEC = 0
     SOCKET_FILTER = 1
     KPROBE = 2
@@ -68,13 +71,6 @@ class ProgType(enum.IntEnum):
     CGROUP_SKB = 8
     TRACING = 26
     EXT = 28
-
-    @classmethod
-    def name_of(cls, value: int) -> str:
-        try:
-            return cls(value).name.lower()
-        except ValueError:
-            return f"type_{value}"
 
 
 BPF_XDP_ATTACH_TYPE = 37  # enum bpf_attach_type: BPF_XDP

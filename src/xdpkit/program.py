@@ -49,6 +49,24 @@ class RunResult:
         return {"verdict": verdict, "duration_ns": self.duration_ns, "data": self.data.hex()}
 
 
+def _test_run_opts(packet: bytes, repeat: int, ingress_ifindex: int | None, rx_queue_index: int):
+    """Options for BPF_PROG_TEST_RUN; ``keep`` holds the cffi buffers alive for the call."""
+    opts = ffi.new("struct bpf_test_run_opts *")
+    opts.sz = ffi.sizeof("struct bpf_test_run_opts")
+    data_in = ffi.from_buffer(packet)
+    opts.data_in = data_in
+    opts.data_size_in = len(packet)
+    opts.repeat = repeat
+    keep = [data_in]
+    if ingress_ifindex is not None or rx_queue_index:
+        # struct xdp_md {data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress}
+        ctx = ffi.new("uint32_t[6]", [0, len(packet), 0, ingress_ifindex or 0, rx_queue_index, 0])
+        opts.ctx_in = ctx
+        opts.ctx_size_in = ffi.sizeof(ctx)
+        keep.append(ctx)
+    return opts, keep
+
+
 class Program:
     """A BPF program in the kernel, held by an fd (owned by its Object, or by us)."""
 
@@ -135,19 +153,9 @@ class Program:
             raise ConfigError(f"repeat must be at least 1, got {repeat}")
         out_size = len(packet) + 4096  # room for bpf_xdp_adjust_head/tail growth
         data_out = ffi.new("char[]", out_size)
-        opts = ffi.new("struct bpf_test_run_opts *")
-        opts.sz = ffi.sizeof("struct bpf_test_run_opts")
-        opts.data_in = ffi.from_buffer(packet)
-        opts.data_size_in = len(packet)
+        opts, keep = _test_run_opts(packet, repeat, ingress_ifindex, rx_queue_index)
         opts.data_out = data_out
         opts.data_size_out = out_size
-        opts.repeat = repeat
-        ctx = None
-        if ingress_ifindex is not None or rx_queue_index:
-            # struct xdp_md {data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress}
-            ctx = ffi.new("uint32_t[6]", [0, len(packet), 0, ingress_ifindex or 0, rx_queue_index, 0])
-            opts.ctx_in = ctx
-            opts.ctx_size_in = ffi.sizeof(ctx)
         ret = require().bpf_prog_test_run_opts(self.fd, opts)
         if ret < 0:
             hint = None
@@ -169,17 +177,9 @@ class Program:
 
         Returns the mean ns per run. Frames are recycled: the program's edits persist.
         """
-        packet = bytes(packet)
-        opts = ffi.new("struct bpf_test_run_opts *")
-        opts.sz = ffi.sizeof("struct bpf_test_run_opts")
-        opts.data_in = ffi.from_buffer(packet)
-        opts.data_size_in = len(packet)
-        opts.repeat = repeat
+        opts, keep = _test_run_opts(bytes(packet), repeat, ingress_ifindex or 0, 0)
         opts.flags = BPF_F_TEST_XDP_LIVE_FRAMES
         opts.batch_size = batch_size
-        ctx = ffi.new("uint32_t[6]", [0, len(packet), 0, ingress_ifindex or 0, 0, 0])
-        opts.ctx_in = ctx
-        opts.ctx_size_in = ffi.sizeof(ctx)
         ret = require().bpf_prog_test_run_opts(self.fd, opts)
         if ret < 0:
             raise KernelError("BPF_PROG_TEST_RUN", -ret, f"live-frames run of '{self.name}'")

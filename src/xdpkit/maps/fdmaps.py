@@ -82,33 +82,28 @@ def _fd_of(value) -> int:
     raise ConfigError(f"expected a file descriptor or an object with one, got {value!r}")
 
 
-class XskMap(ArrayMap):
+class _FdValueArray(ArrayMap):
+    """Written with an fd (or an object holding one); read back as the kernel reports it."""
+
+    def encode_value(self, value) -> bytes:
+        return _fd_of(value).to_bytes(4, "little")
+
+    def decode_value(self, raw: bytes):
+        return int.from_bytes(raw[:4], "little")
+
+    def __delitem__(self, key) -> None:
+        Map.__delitem__(self, key)  # unlike plain arrays, fd slots can be emptied
+
+
+class XskMap(_FdValueArray):
     """Value: an AF_XDP socket fd (write-only from user space: the kernel refuses lookups)."""
 
-    def encode_value(self, value) -> bytes:
-        return _fd_of(value).to_bytes(4, "little")
-
-    def decode_value(self, raw: bytes):
-        return int.from_bytes(raw[:4], "little")
-
-    def __delitem__(self, key) -> None:
-        Map.__delitem__(self, key)
-
     def parse_value(self, text: str):
-        return IntCodec(4).parse(text)
+        return IntCodec(4, type_name="socket fd").parse(text)
 
 
-class ProgArray(ArrayMap):
+class ProgArray(_FdValueArray):
     """Value written: a program (or its fd); value read: the program id."""
-
-    def encode_value(self, value) -> bytes:
-        return _fd_of(value).to_bytes(4, "little")
-
-    def decode_value(self, raw: bytes):
-        return int.from_bytes(raw[:4], "little")
-
-    def __delitem__(self, key) -> None:
-        Map.__delitem__(self, key)
 
     def parse_value(self, text: str):
         """On the command line a program is named by its id."""
