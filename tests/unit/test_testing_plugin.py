@@ -50,3 +50,11 @@ def test_lab_namespace_names():
     assert lab.ns("dut") == "demo-1-dut" and lab.ns("demo-1-dst") == "demo-1-dst"
     with pytest.raises(ConfigError):
         lab.ns("router")
+
+
+def test_diff_reports_a_leaked_interface():
+    from xdpkit.testing.plugin import Snapshot, diff
+
+    before = Snapshot(links={"lo", "eth0"})
+    after = Snapshot(links={"lo", "eth0", "veth-leak"})
+    assert diff(before, after) == ["network interface 'veth-leak' in the test's own namespace"]

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import gc
 import os
+import socket
 import secrets
 import subprocess
 import time
@@ -86,6 +87,7 @@ class Snapshot:
     xdp_programs: dict = field(default_factory=dict)  # id -> name, BPF programs of type XDP
     pins: set = field(default_factory=set)         # files under the bpffs pin directories
     fds: dict = field(default_factory=dict)        # fd -> what it points to (this process)
+    links: set = field(default_factory=set)        # interfaces in this thread's namespace
 
 
 def _xdp_programs() -> dict:
@@ -126,7 +128,8 @@ def _fds() -> dict:
 
 def snapshot() -> Snapshot:
     ns = set(os.listdir(_netns.NETNS_RUN_DIR)) if os.path.isdir(_netns.NETNS_RUN_DIR) else set()
-    return Snapshot(netns=ns, xdp_programs=_xdp_programs(), pins=_pins(), fds=_fds())
+    links = {name for _idx, name in socket.if_nameindex()}
+    return Snapshot(netns=ns, xdp_programs=_xdp_programs(), pins=_pins(), fds=_fds(), links=links)
 
 
 def diff(before: Snapshot, after: Snapshot) -> list[str]:
@@ -135,6 +138,7 @@ def diff(before: Snapshot, after: Snapshot) -> list[str]:
     out += [f"XDP program id {i} ({after.xdp_programs[i] or 'unnamed'})"
             for i in sorted(set(after.xdp_programs) - set(before.xdp_programs))]
     out += [f"pinned file {p}" for p in sorted(after.pins - before.pins)]
+    out += [f"network interface {n!r} in the test's own namespace" for n in sorted(after.links - before.links)]
     if len(after.fds) > len(before.fds):
         new = {fd: t for fd, t in after.fds.items() if before.fds.get(fd) != t}
         detail = ", ".join(f"{fd} -> {t}" for fd, t in sorted(new.items())) or "unknown"
