@@ -20,11 +20,11 @@ import subprocess
 from dataclasses import asdict, dataclass
 
 from pyroute2 import IPRoute
-from pyroute2.ethtool import Ethtool
 from pyroute2.netlink.exceptions import NetlinkError
 
 from xdpkit import bpffs
 from xdpkit._sys import netns
+from xdpkit._sys.ethtool import set_gro
 from xdpkit.errors import ConfigError, LabError, NotFoundError, XdpkitError
 
 IFA_F_NODAD = 0x02
@@ -103,20 +103,8 @@ def _ns_fd(name: str) -> int:
         raise NotFoundError(f"no network namespace named {name!r}", hint="see `ip netns list`") from None
 
 
-def set_gro(ifname: str, on: bool = True) -> None:
-    """``ethtool -K IF gro on`` in this thread's namespace.
-
-    A veth accepts redirected xdp_frames (XDP_TX/REDIRECT, live frames) only if its peer has
-    an XDP program or GRO enabled; otherwise they vanish silently.
-    """
-    with Ethtool() as et:  # its ioctl socket is opened here, so in the current namespace
-        feats = et.get_features(ifname)
-        feats.features["rx-gro"].enable = on
-        et.set_features(ifname, feats)
-
-
 def add_veth(a: str, b: str, *, peer_ns: str | None = None, up: bool = True, gro: bool = True,
-             mac_a: str | None = None, mac_b: str | None = None) -> tuple[int, int]:
+             mac_a: str | None = None, mac_b: str | None = None, queues: int = 1) -> tuple[int, int]:
     """Create veth pair ``a``/``b`` in this thread's namespace; ``b`` goes to ``peer_ns`` if given.
 
     The peer is moved in the same RTM_NEWLINK (IFLA_NET_NS_FD in the peer info), so there is
@@ -124,6 +112,8 @@ def add_veth(a: str, b: str, *, peer_ns: str | None = None, up: bool = True, gro
     each valid in its own namespace.
     """
     peer: dict = {"ifname": b}
+    qargs = {"num_tx_queues": queues, "num_rx_queues": queues} if queues > 1 else {}
+    peer.update(qargs)
     if mac_b:
         peer["address"] = mac_b
     fd = _ns_fd(peer_ns) if peer_ns else None
@@ -131,7 +121,7 @@ def add_veth(a: str, b: str, *, peer_ns: str | None = None, up: bool = True, gro
         peer["net_ns_fd"] = fd
     try:
         with IPRoute() as ipr:
-            extra = {"address": mac_a} if mac_a else {}
+            extra = dict(qargs, **({"address": mac_a} if mac_a else {}))
             try:
                 ipr.link("add", ifname=a, kind="veth", peer=peer, **extra)
             except NetlinkError as exc:

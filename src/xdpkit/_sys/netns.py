@@ -66,3 +66,8 @@ def inside(name: str):
 def current_id() -> int:
     """Inode of this thread's network namespace (to tell namespaces apart)."""
     return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def id_of(name: str) -> int:
+    """Inode of a named network namespace (compare with current_id)."""
+    return os.stat(os.path.join(NETNS_RUN_DIR, name)).st_ino

@@ -1,0 +1,37 @@
+"""Built-in BPF objects (generator, receivers, apps): prebuilt when possible, compiled if not.
+
+`make build` (run by the set-up) compiles every built-in source next to itself as
+``NAME.bpf.o``, so machines without clang can run them. A prebuilt object older than its
+sources is ignored and the source is compiled (and cached) instead.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from xdpkit.compile import compile_file
+from xdpkit.errors import NotFoundError
+
+PACKAGE_DIR = Path(__file__).parent
+SOURCES = {
+    "trafficgen": PACKAGE_DIR / "tools" / "trafficgen.bpf.c",
+}
+
+
+def _newest_input(src: Path) -> float:
+    return max(p.stat().st_mtime for p in [src, *src.parent.glob("*.h")])
+
+
+def builtin_object(name: str) -> Path:
+    try:
+        src = SOURCES[name]
+    except KeyError:
+        raise NotFoundError(f"no built-in BPF object {name!r} (have: {sorted(SOURCES)})") from None
+    prebuilt = src.with_suffix(".o")
+    if prebuilt.is_file() and prebuilt.stat().st_mtime >= _newest_input(src):
+        return prebuilt
+    return compile_file(src)
+
+
+def build_all() -> list[Path]:
+    """Compile every built-in source to its shipped location (needs clang)."""
+    return [compile_file(src, src.with_suffix(".o"), use_cache=False) for src in SOURCES.values()]
