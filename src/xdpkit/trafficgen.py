@@ -79,7 +79,8 @@ def build_template(*, proto: str = "udp", ipv6: bool = False, size: int = 64,
     hdr = 14 + (40 if ipv6 else 20) + {"udp": 8, "tcp": 20, "icmp": 8}[proto]
     payload = b"\0" * max(0, size - hdr)
     if proto == "udp":
-        l4 = dpkt.udp.UDP(sport=sport, dport=dport, data=payload)
+        # dpkt fills the UDP length for IPv4 only; set it for both.
+        l4 = dpkt.udp.UDP(sport=sport, dport=dport, ulen=8 + len(payload), data=payload)
     elif proto == "tcp":
         l4 = dpkt.tcp.TCP(sport=sport, dport=dport, flags=dpkt.tcp.TH_SYN, seq=1, win=65535, data=payload)
     elif ipv6:
@@ -156,6 +157,7 @@ class Peer:
     netns: str | None          # None: the current namespace
     has_xdp: bool
     gro: bool
+    address: str = ""
 
     @property
     def ready(self) -> bool:
@@ -185,7 +187,7 @@ def find_veth_peer(iface) -> Peer | None:
         link = _veth_peer_here(ifindex, me.link, remote)
         if link is not None:
             return Peer(link.ifname, link.ifindex, None, bool(link.drv_prog_id or link.skb_prog_id),
-                        get_gro(link.ifname))
+                        get_gro(link.ifname), link.address)
     here = xns.current_id()
     for ns in xns.list_namespaces() if remote else []:
         try:
@@ -197,7 +199,8 @@ def find_veth_peer(iface) -> Peer | None:
         except (XdpkitError, OSError):
             continue
         if link is not None:
-            return Peer(link.ifname, link.ifindex, ns, bool(link.drv_prog_id or link.skb_prog_id), gro)
+            return Peer(link.ifname, link.ifindex, ns, bool(link.drv_prog_id or link.skb_prog_id), gro,
+                        link.address)
     raise NotReadyError(f"cannot find the veth peer of {me.ifname} (it is in a namespace without a name)",
                         hint="give the peer's namespace a name (ip netns attach NAME PID) or enable GRO "
                              "on the peer yourself: ethtool -K PEER gro on")
@@ -404,7 +407,8 @@ class TrafficGen:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return sent
-                chunk = max(BATCH_SIZE, min(chunk, int(want * left / max(took, 1e-6))))
+                # Rates drift (another thread, the receiver's softirq on this CPU): aim short.
+                chunk = max(BATCH_SIZE, min(chunk, int(want * 0.9 * left / max(took, 1e-6))))
 
     def _replay(self, frames: list[bytes], count: int | None, deadline: float | None) -> int:
         prog, sent = self.program, 0

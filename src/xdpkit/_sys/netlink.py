@@ -39,6 +39,7 @@ class LinkXdp:
     hw_prog_id: int = 0
     mtu: int = 0
     operstate: str = ""
+    address: str = ""                 # MAC
     kind: str = ""                    # link kind: veth, dummy, ...
     link: int = 0                     # IFLA_LINK: a veth's peer ifindex
     link_netnsid: int | None = None   # set when that peer lives in another namespace
@@ -73,6 +74,7 @@ def _xdp_of(msg) -> LinkXdp:
     info = msg.get_attr("IFLA_LINKINFO")
     out = LinkXdp(ifindex=msg["index"], ifname=msg.get_attr("IFLA_IFNAME") or "",
                   mtu=msg.get_attr("IFLA_MTU") or 0, operstate=msg.get_attr("IFLA_OPERSTATE") or "",
+                  address=msg.get_attr("IFLA_ADDRESS") or "",
                   kind=(info.get_attr("IFLA_INFO_KIND") if info is not None else "") or "",
                   link=msg.get_attr("IFLA_LINK") or 0, link_netnsid=msg.get_attr("IFLA_LINK_NETNSID"))
     xdp = msg.get_attr("IFLA_XDP")
