@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-unit lab-up lab-down clean
+.PHONY: setup demo test test-unit bench lab-up lab-down clean
 
 setup:
 	@bash scripts/setup.sh
@@ -12,6 +12,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) bench/run.py
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit

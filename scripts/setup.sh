@@ -11,6 +11,8 @@ APT_PACKAGES=(
   bpftool                    # cross-checks in tests, and handy for users
   iproute2 ethtool           # ip netns / ip link, GRO on veths
   iputils-ping iputils-arping tcpdump  # lab traffic
+  nftables iptables          # reference receivers in the benchmarks
+  gcc                        # the C reference loop of the generator benchmark
   python3 python3-venv python3-pip
   make
 )
@@ -37,3 +39,7 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
   "$VENV/bin/python" -m pip install -q -e '.[test]'
   touch "$stamp"
 fi
+
+# Built-in BPF objects (generator, receivers) are compiled once here and shipped next to their
+# sources, so running them needs no clang; a stale one is recompiled on demand.
+"$VENV/bin/python" -c "from xdpkit.builtin import build_all; build_all()"

@@ -65,13 +65,15 @@ def _makedirs(path: str, hint: str) -> None:
         raise XdpkitError(f"cannot create {path}: {exc.strerror}", hint=hint) from None
 
 
-def pin_root() -> str:
+def pin_root(*, shared: bool = False) -> str:
     """A directory on a bpffs for xdpkit's pins; created (and its bpffs mounted) if needed.
 
     Returns /sys/fs/bpf/xdpkit when /sys/fs/bpf is a bpffs, else /run/xdpkit/bpffs/xdpkit
     (mounting a bpffs at /run/xdpkit/bpffs the first time, reusing it afterwards).
+    ``shared=True`` always picks the latter: pins there are also visible to commands run
+    through `ip netns exec`, which hides /sys/fs/bpf behind a fresh sysfs.
     """
-    if is_bpffs(SYS_BPFFS):
+    if not shared and is_bpffs(SYS_BPFFS):
         root = os.path.join(SYS_BPFFS, SUBDIR)
         _makedirs(root, hint=f"run as root, or `mkdir -p {root}`")
         return root

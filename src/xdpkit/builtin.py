@@ -14,6 +14,7 @@ from xdpkit.errors import NotFoundError
 PACKAGE_DIR = Path(__file__).parent
 SOURCES = {
     "trafficgen": PACKAGE_DIR / "tools" / "trafficgen.bpf.c",
+    "receivers": PACKAGE_DIR / "tools" / "receivers.bpf.c",
 }
 
 
@@ -26,7 +27,7 @@ def builtin_object(name: str) -> Path:
         src = SOURCES[name]
     except KeyError:
         raise NotFoundError(f"no built-in BPF object {name!r} (have: {sorted(SOURCES)})") from None
-    prebuilt = src.with_suffix(".o")
+    prebuilt = src.with_name(src.name.replace(".bpf.c", ".bpf.o"))
     if prebuilt.is_file() and prebuilt.stat().st_mtime >= _newest_input(src):
         return prebuilt
     return compile_file(src)
@@ -34,4 +35,5 @@ def builtin_object(name: str) -> Path:
 
 def build_all() -> list[Path]:
     """Compile every built-in source to its shipped location (needs clang)."""
-    return [compile_file(src, src.with_suffix(".o"), use_cache=False) for src in SOURCES.values()]
+    return [compile_file(src, src.with_name(src.name.replace(".bpf.c", ".bpf.o")), use_cache=False)
+            for src in SOURCES.values()]

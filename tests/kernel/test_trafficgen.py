@@ -36,7 +36,7 @@ def pair(make_netns):
 def counting_receiver(pair):
     gen, rcv = pair
     with xns.inside(rcv.name):
-        obj = xdpkit.Object.from_file(builtin_object("trafficgen"), program="xdpkit_count_drop")
+        obj = xdpkit.Object.from_file(builtin_object("receivers"), program="xdpkit_count_drop")
         link = obj.program().attach("r0", mode="native")
     try:
         yield gen, obj.maps["rx_count"]

@@ -24,3 +24,26 @@ def set_gro(ifname: str, on: bool = True) -> None:
         feats = et.get_features(ifname)
         feats.features["rx-gro"].enable = on
         et.set_features(ifname, feats)
+
+
+class StatsReader:
+    """``ethtool -S IF`` as a dict, through one ioctl socket opened in the current namespace.
+
+    Used to sample receive counters once a second: one ioctl per sample, none per packet.
+    """
+
+    def __init__(self, ifname: str):
+        from pyroute2.ethtool.ioctl import IoctlEthtool
+
+        self.ifname = ifname
+        self._io = IoctlEthtool(ifname)
+
+    def read(self) -> dict[str, int]:
+        return dict(self._io.get_statistics())
+
+    def rx_xdp_packets(self) -> int:
+        """Frames a veth took in through its XDP receive path, summed over its queues."""
+        return sum(v for k, v in self.read().items() if k.startswith("rx_queue_") and k.endswith("_xdp_packets"))
+
+    def close(self) -> None:
+        self._io.close()

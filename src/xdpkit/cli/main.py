@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xdpkit.cli import commands, maps_cmd, system_cmd, trafficgen_cmd
+from xdpkit.cli import bench_cmd, commands, maps_cmd, system_cmd, trafficgen_cmd
 from xdpkit.errors import VerifierError, XdpkitError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     maps_cmd.register(sub)
     system_cmd.register(sub)
     trafficgen_cmd.register(sub)
+    bench_cmd.register(sub)
     return p
 
 

@@ -139,35 +139,4 @@ int xdpkit_trafficgen(struct xdp_md *ctx)
 	return bpf_redirect(cfg->ifindex_out, 0);
 }
 
-/* Receivers for tests and benchmarks: count per CPU, then act. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} rx_count SEC(".maps");
-
-static __always_inline void count_rx(void)
-{
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&rx_count, &zero);
-
-	if (n)
-		*n += 1;
-}
-
-SEC("xdp")
-int xdpkit_count_drop(struct xdp_md *ctx)
-{
-	count_rx();
-	return XDP_DROP;
-}
-
-SEC("xdp")
-int xdpkit_count_pass(struct xdp_md *ctx)
-{
-	count_rx();
-	return XDP_PASS;
-}
-
 char _license[] SEC("license") = "GPL";
