@@ -188,10 +188,10 @@ def find_veth_peer(iface) -> Peer | None:
         if link is not None:
             return Peer(link.ifname, link.ifindex, None, bool(link.drv_prog_id or link.skb_prog_id),
                         get_gro(link.ifname), link.address)
-    here = xns.current_id()
     for ns in xns.list_namespaces() if remote else []:
         try:
-            if xns.id_of(ns) == here:
+            # ifindexes repeat across namespaces: match the namespace by the id ours gave it
+            if nl.nsid_of(os.path.join(xns.NETNS_RUN_DIR, ns)) != me.link_netnsid:
                 continue
             with xns.inside(ns):
                 link = _veth_peer_here(ifindex, me.link, remote)

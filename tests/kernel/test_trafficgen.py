@@ -172,3 +172,13 @@ def test_cli_preflight_error_is_one_line(pair):
     r = gen.run([sys.executable, "-m", "xdpkit", "trafficgen", "g0", "--count", "10"])
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.startswith("error: g0's veth peer r0") and "--prepare" in r.stderr
+
+
+def test_peer_found_in_the_right_namespace_when_ifindexes_repeat(make_netns):
+    a, b, c, d = (make_netns() for _ in range(4))
+    a.veth("g0", "r0", peer_ns=b.name)
+    c.veth("g0", "r0", peer_ns=d.name)  # same names and ifindexes, other namespaces
+    with xns.inside(a.name):
+        assert tg.find_veth_peer("g0").netns == b.name
+    with xns.inside(c.name):
+        assert tg.find_veth_peer("g0").netns == d.name

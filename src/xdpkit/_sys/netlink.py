@@ -149,3 +149,18 @@ def _supports_ext_ack() -> bool:
         except TypeError:
             _EXT_ACK = False
     return _EXT_ACK
+
+
+def nsid_of(netns_path: str) -> int | None:
+    """The id the current namespace uses for another namespace (IFLA_LINK_NETNSID speaks in
+    these), or None when it has not assigned one."""
+    import os
+
+    fd = os.open(netns_path, os.O_RDONLY)
+    try:
+        with IPRoute() as ipr:
+            res = ipr.get_netnsid(fd=fd)
+    finally:
+        os.close(fd)
+    nsid = (res or {}).get("nsid")
+    return None if nsid is None or nsid >= 0x7FFFFFFF else nsid
