@@ -15,11 +15,17 @@ PACKAGE_DIR = Path(__file__).parent
 SOURCES = {
     "trafficgen": PACKAGE_DIR / "tools" / "trafficgen.bpf.c",
     "receivers": PACKAGE_DIR / "tools" / "receivers.bpf.c",
+    "firewall": PACKAGE_DIR / "apps" / "firewall" / "firewall.bpf.c",
+    "stats": PACKAGE_DIR / "tools" / "stats.bpf.c",
+    "monitor": PACKAGE_DIR / "tools" / "monitor.bpf.c",
 }
+INCLUDE_DIR = PACKAGE_DIR / "bpf" / "include" / "xdpkit"
 
 
 def _newest_input(src: Path) -> float:
-    return max(p.stat().st_mtime for p in [src, *src.parent.glob("*.h")])
+    # Shared headers count too: stats.bpf.c is little more than <xdpkit/stats.h>.
+    headers = [*src.parent.glob("*.h"), *INCLUDE_DIR.glob("*.h")]
+    return max(p.stat().st_mtime for p in [src, *headers])
 
 
 def builtin_object(name: str) -> Path:

@@ -281,3 +281,11 @@ def possible_cpus() -> int:
     if n <= 0:
         raise KernelError("libbpf_num_possible_cpus", -n if n < 0 else 22)
     return n
+
+
+def bind_map(prog_fd: int, map_fd: int) -> None:
+    """Tie a map to a program (BPF_PROG_BIND_MAP) so it lives as long as the program and shows
+    in its map ids, even if the program's code never touches it."""
+    ret = require().bpf_prog_bind_map(prog_fd, map_fd, ffi.NULL)
+    if ret < 0:
+        raise KernelError("BPF_PROG_BIND_MAP", -ret)

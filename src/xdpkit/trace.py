@@ -8,6 +8,15 @@ and are returned by the next reader.
 
 Inside ``ip netns exec`` the fresh /sys has no tracefs mounted; :func:`ensure_tracefs` mounts
 it (the mount is private to that process's mount namespace).
+
+Filtering by program (``stream(program=NAME)``): a printk line does not say which program
+printed it, but its kernel stack does (JIT images are in kallsyms as ``bpf_prog_<tag>_<name>``,
+the full BTF function name). So the filtered stream reads a private tracefs instance of its
+own with the bpf_trace_printk event and the ``stacktrace`` option on, pairs each line with the
+stack recorded right after it on the same CPU, and keeps the lines whose stack holds a program
+of that name (or id). It does not consume the global trace_pipe and leaves no global option
+changed; the instance is removed at the end. Unlike trace_pipe, it sees only what is printed
+after it starts (an instance has no backlog).
 """
 from __future__ import annotations
 
@@ -38,6 +47,7 @@ class TraceLine:
     message: str
     raw: str
     function: str = ""
+    program: str = ""  # innermost BPF program in the stack (filtered streams only)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,24 +130,15 @@ def ensure_tracefs() -> str:
     return TRACEFS
 
 
-def stream(*, duration: float | None = None, count: int | None = None,
-           match: str | None = None) -> Iterator[TraceLine]:
-    """Yield lines from trace_pipe as they arrive (bpf_printk output of every program).
+def _read_pipe(path: str, deadline: float | None) -> Iterator[str | None]:
+    """Lines of a trace_pipe as text; ``None`` when nothing arrived for a while (idle tick).
 
-    Stops after ``count`` lines (after filtering) or ``duration`` seconds, whichever comes first;
-    with neither it runs until the caller stops iterating. ``match`` keeps only lines whose text
-    contains that substring. The pipe is polled, so ``duration`` holds even when nothing is
-    printed. Reading consumes the lines: other trace_pipe readers will not see them.
+    Polled, so the deadline holds even when nothing is printed. Returns at the deadline.
     """
-    if count is not None and count <= 0:
-        return
-    path = os.path.join(ensure_tracefs(), "trace_pipe")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise XdpkitError(f"cannot open {path}: {exc.strerror}", hint="run as root") from None
-    deadline = None if duration is None else time.monotonic() + duration
-    seen = 0
     pending = b""
     try:
         while True:
@@ -150,12 +151,11 @@ def stream(*, duration: float | None = None, count: int | None = None,
             wait = 0.5 if timeout is None else min(timeout, 0.5)
             ready, _, _ = select.select([fd], [], [], wait)
             if not ready:
+                yield None
                 continue
             try:
                 chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                continue
-            except InterruptedError:
+            except (BlockingIOError, InterruptedError):
                 continue
             if not chunk:
                 # trace_pipe never returns EOF while open; avoid a busy loop if it does.
@@ -164,14 +164,178 @@ def stream(*, duration: float | None = None, count: int | None = None,
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for raw in lines:
-                if not raw.strip():
-                    continue
-                text = raw.decode(errors="replace")
-                if match is not None and match not in text:
-                    continue
-                yield parse_line(text)
-                seen += 1
-                if count is not None and seen >= count:
-                    return
+                if raw.strip():
+                    yield raw.decode(errors="replace")
     finally:
         os.close(fd)
+
+
+def stream(*, duration: float | None = None, count: int | None = None,
+           match: str | None = None, program: str | int | None = None) -> Iterator[TraceLine]:
+    """Yield lines from trace_pipe as they arrive (bpf_printk output of every program).
+
+    Stops after ``count`` lines (after filtering) or ``duration`` seconds, whichever comes first;
+    with neither it runs until the caller stops iterating. ``match`` keeps only lines whose text
+    contains that substring. The pipe is polled, so ``duration`` holds even when nothing is
+    printed. Reading consumes the lines: other trace_pipe readers will not see them.
+
+    ``program`` (a name, or an id as int or digits) keeps only what that program printed,
+    read from a private tracefs instance instead (see the module docstring); each line's
+    ``program`` field names the program.
+    """
+    if count is not None and count <= 0:
+        return
+    deadline = None if duration is None else time.monotonic() + duration
+    if program is None:
+        raw = _read_pipe(os.path.join(ensure_tracefs(), "trace_pipe"), deadline)
+        try:
+            yield from _limit((parse_line(t) for t in raw if t is not None), count, match)
+        finally:
+            raw.close()
+        return
+    want = ProgramFilter(program)
+    with _PrintkInstance() as inst:
+        raw = _read_pipe(inst.pipe, deadline)
+        try:
+            lines = (ln for ln in attribute_stacks(raw) if want.matches(ln))
+            yield from _limit(lines, count, match)
+        finally:
+            raw.close()  # closes the pipe now, so the instance can be removed
+
+
+def _limit(lines: Iterator[TraceLine], count: int | None, match: str | None) -> Iterator[TraceLine]:
+    seen = 0
+    for line in lines:
+        if match is not None and match not in line.raw:
+            continue
+        yield line
+        seen += 1
+        if count is not None and seen >= count:
+            return
+
+
+# ---- attributing printk lines to programs --------------------------------------------------
+
+_KSYM_RE = re.compile(r"^bpf_prog_(?P<tag>[0-9a-f]{16})_(?P<name>\S*?)(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?(?:\s.*)?$")
+STACK_MARKER = "<stack trace>"
+
+
+def stack_programs(frames: list[str]) -> list[tuple[str, str]]:
+    """(tag, name) of each BPF program frame in a stack, innermost first."""
+    out = []
+    for f in frames:
+        m = _KSYM_RE.match(f.strip().removeprefix("=>").strip())
+        if m:
+            out.append((m.group("tag"), m.group("name")))
+    return out
+
+
+def attribute_stacks(raw_lines) -> Iterator[TraceLine]:
+    """Pair bpf_trace_printk lines with the ``<stack trace>`` entry that follows on the same CPU.
+
+    ``raw_lines`` are text lines, or None for "nothing arrived for a while" (a stack's frame
+    lines are complete then). Yields each printk line with ``program`` set and
+    ``stack_programs`` (private attribute ``_progs``) for filtering; lines whose stack never
+    came are dropped, since they cannot be attributed.
+    """
+    pending: dict[int, TraceLine] = {}  # cpu -> printk line waiting for its stack
+    stack_cpu: int | None = None
+    frames: list[str] = []
+
+    def finish():
+        nonlocal stack_cpu, frames
+        if stack_cpu is None:
+            return None
+        line = pending.pop(stack_cpu, None)
+        progs = stack_programs(frames)
+        stack_cpu, frames = None, []
+        if line is None:
+            return None
+        line.program = progs[0][1] if progs else ""
+        line._progs = progs  # type: ignore[attr-defined]
+        return line
+
+    for raw in raw_lines:
+        if raw is not None and raw.lstrip().startswith("=>"):
+            if stack_cpu is not None:
+                frames.append(raw)
+            continue
+        done = finish()
+        if done is not None:
+            yield done
+        if raw is None:
+            continue
+        line = parse_line(raw)
+        if line.message == STACK_MARKER and not line.function:
+            stack_cpu, frames = line.cpu, []
+        elif line.function == "bpf_trace_printk":
+            pending[line.cpu] = line
+    done = finish()
+    if done is not None:
+        yield done
+
+
+class ProgramFilter:
+    """Match a program by name (full BTF name, or the kernel's 15-character one) or by id."""
+
+    def __init__(self, program: str | int):
+        self.name = self.tag = None
+        text = str(program).strip()
+        if not text:
+            raise XdpkitError("empty program name", hint="give a program name or id (xdpkit status)")
+        if text.isdigit():
+            from xdpkit.kernel import program_info_by_id
+
+            info = program_info_by_id(int(text))  # NotFoundError names the id
+            self.tag = info.tag
+            self.name = info.name
+        else:
+            self.name = text
+
+    def matches(self, line: TraceLine) -> bool:
+        for tag, name in getattr(line, "_progs", []):
+            if self.tag is not None and tag != self.tag:
+                continue
+            if name == self.name or (len(self.name) >= 15 and name[:15] == self.name[:15]):
+                return True
+        return False
+
+
+class _PrintkInstance:
+    """A private tracefs instance recording bpf_trace_printk with kernel stacks."""
+
+    def __init__(self):
+        root = ensure_tracefs()
+        self.path = os.path.join(root, "instances", f"xdpkit-trace-{os.getpid()}-{id(self) & 0xffff:x}")
+        self.pipe = os.path.join(self.path, "trace_pipe")
+
+    def _write(self, rel: str, value: str) -> None:
+        with open(os.path.join(self.path, rel), "w") as f:
+            f.write(value)
+
+    def __enter__(self):
+        try:
+            os.mkdir(self.path)
+        except OSError as exc:
+            raise XdpkitError(f"cannot create tracefs instance {self.path}: {exc.strerror}",
+                              hint="run as root; filtering by program needs tracefs instances") from None
+        try:
+            self._write("events/bpf_trace/bpf_trace_printk/enable", "1")
+            self._write("options/stacktrace", "1")
+        except OSError as exc:
+            self.__exit__()
+            raise XdpkitError(f"cannot record bpf_trace_printk with stacks: {exc.strerror}",
+                              hint="the kernel needs CONFIG_BPF_EVENTS and CONFIG_STACKTRACE") from None
+        return self
+
+    def __exit__(self, *exc):
+        for _ in range(20):  # rmdir is EBUSY for a moment while the pipe reader goes away
+            try:
+                os.rmdir(self.path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError as err:
+                if err.errno != E.EBUSY:
+                    return
+                time.sleep(0.05)

@@ -150,6 +150,10 @@ int btf__find_by_name_kind(const struct btf *btf, const char *type_name, __u32 k
 struct btf *btf__load_from_kernel_by_id(__u32 id);
 void btf__free(struct btf *btf);
 
+/* observability: tp_btf attach (name NULL for tracing programs), kernel BPF run-time stats */
+int bpf_raw_tracepoint_open(const char *name, int prog_fd);
+int bpf_enable_stats(int type);
+struct btf *btf__load_vmlinux_btf(void);
 int libbpf_probe_bpf_prog_type(int prog_type, const void *opts);
 int libbpf_num_possible_cpus(void);
 int libbpf_major_version(void);

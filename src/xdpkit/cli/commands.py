@@ -39,6 +39,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("status", help="XDP programs attached in this network namespace")
     p.add_argument("iface", nargs="?")
+    p.add_argument("--stats", action="store_true",
+                   help="run count and run time per program (kernel BPF stats, enabled while measuring)")
+    p.add_argument("--interval", type=float, default=1.0, help="measuring time for --stats (default 1 s)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
@@ -114,6 +117,8 @@ def cmd_unload(args) -> int:
 
 def cmd_status(args) -> int:
     atts = xdp.query(args.iface)
+    if args.stats:
+        return _status_stats(args, atts)
     if args.json:
         emit_json([a.to_dict() for a in atts])
         return 0
@@ -123,6 +128,29 @@ def cmd_status(args) -> int:
             for a in atts]
     print_table(rows, ["IFACE", "IFINDEX", "MODE", "ID", "NAME", "TAG", "MAPS", "OWNER", "VIA"],
                 empty="no XDP programs attached" + (f" to {args.iface}" if args.iface else ""))
+    return 0
+
+
+def _status_stats(args, atts) -> int:
+    from xdpkit.stats import run_stats
+
+    stats = run_stats(sorted({a.id for a in atts}), interval=args.interval) if atts else {}
+    if args.json:
+        emit_json([dict(a.to_dict(), stats=stats.get(a.id)) for a in atts])
+        return 0
+    rows = []
+    for a in atts:
+        st = stats.get(a.id)
+        if st is None:
+            continue  # unloaded while we measured
+        total = f"{st['run_cnt']} runs, {st['run_time_ns'] / 1e6:.3f} ms"
+        per = "-" if st["ns_per_run"] is None else f"{st['ns_per_run']:.1f}"
+        rows.append([a.ifname, a.mode, a.id, a.name, f"{st['runs_per_s']:.1f}", per, total])
+    print_table(rows, ["IFACE", "MODE", "ID", "NAME", "RUNS/S", "NS/RUN", "TOTAL"],
+                empty="no XDP programs attached" + (f" to {args.iface}" if args.iface else ""))
+    if rows and stats and next(iter(stats.values()))["enabled_by"] == "command":
+        info(f"kernel BPF stats were enabled for {args.interval:g} s only; totals cover that time "
+             "(sysctl -w kernel.bpf_stats_enabled=1 keeps them counting)")
     return 0
 
 

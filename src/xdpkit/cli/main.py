@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from xdpkit.apps.firewall import cli as firewall_cli
 from xdpkit.cli import bench_cmd, commands, maps_cmd, system_cmd, trafficgen_cmd
 from xdpkit.errors import VerifierError, XdpkitError
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     system_cmd.register(sub)
     trafficgen_cmd.register(sub)
     bench_cmd.register(sub)
+    firewall_cli.register(sub)
     return p
 
 

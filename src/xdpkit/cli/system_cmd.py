@@ -19,6 +19,8 @@ def register(sub) -> None:
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--count", type=int, help="stop after this many lines")
     p.add_argument("--match", help="only lines containing this text")
+    p.add_argument("--program", metavar="NAME|ID",
+                   help="only what this program printed (by its kernel stack; does not consume trace_pipe)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_trace)
 
@@ -57,7 +59,7 @@ def cmd_trace(args) -> int:
 
     from xdpkit.trace import stream
 
-    for line in stream(duration=args.duration, count=args.count, match=args.match):
+    for line in stream(duration=args.duration, count=args.count, match=args.match, program=args.program):
         if args.json:
             print(json.dumps(line.to_dict()), flush=True)
         else:

@@ -200,6 +200,13 @@ class Map(MutableMapping):
 
     # ---- batch operations ---------------------------------------------------------------
     def lookup_batch_raw(self, chunk: int = BATCH_CHUNK) -> list[tuple[bytes, bytes]]:
+        keys, vals, n = self.lookup_batch_buffers(chunk)
+        ks, vs = self.key_size, self.value_buf_size
+        return [(keys[i * ks:(i + 1) * ks], vals[i * vs:(i + 1) * vs]) for i in range(n)]
+
+    def lookup_batch_buffers(self, chunk: int = BATCH_CHUNK) -> tuple[bytes, bytes, int]:
+        """Every entry as two packed buffers (keys, values) and the count: the cheap way to
+        read a map of millions of entries."""
         lib = require()
         ks, vs = self.key_size, self.value_buf_size
         keys = ffi.new("char[]", ks * chunk)
@@ -208,7 +215,7 @@ class Map(MutableMapping):
         tok_out = ffi.new("char[]", max(ks, 8))
         count = ffi.new("uint32_t *")
         opts = ffi.new("struct bpf_map_batch_opts *", {"sz": ffi.sizeof("struct bpf_map_batch_opts")})
-        out: list[tuple[bytes, bytes]] = []
+        kparts, vparts, total = [], [], 0
         first = True
         while True:
             count[0] = chunk
@@ -219,12 +226,11 @@ class Map(MutableMapping):
                 if first and err in _BATCH_UNSUPPORTED:
                     raise _BatchUnsupported()
                 raise self._error("BPF_MAP_LOOKUP_BATCH", err, "batch lookup")
-            kb = ffi.buffer(keys, ks * count[0])
-            vb = ffi.buffer(vals, vs * count[0])
-            out.extend((bytes(kb[i * ks:(i + 1) * ks]), bytes(vb[i * vs:(i + 1) * vs]))
-                       for i in range(count[0]))
+            kparts.append(bytes(ffi.buffer(keys, ks * count[0])))
+            vparts.append(bytes(ffi.buffer(vals, vs * count[0])))
+            total += count[0]
             if err == E.ENOENT:  # end of map; entries returned with it are still valid
-                return out
+                return b"".join(kparts), b"".join(vparts), total
             first = False
             ffi.memmove(tok_in, tok_out, max(ks, 8))
 
@@ -241,50 +247,69 @@ class Map(MutableMapping):
 
     def update_batch_raw(self, pairs: list[tuple[bytes, bytes]], *, flags: int = BPF_ANY,
                          chunk: int = BATCH_CHUNK, progress=None) -> int:
+        return self.update_batch_buffers(b"".join(k for k, _ in pairs), b"".join(v for _, v in pairs),
+                                         len(pairs), flags=flags, chunk=chunk, progress=progress)
+
+    def update_batch_buffers(self, keys: bytes, values: bytes, count: int, *, flags: int = BPF_ANY,
+                             chunk: int = BATCH_CHUNK, progress=None) -> int:
+        """Write ``count`` entries given as packed key and value buffers."""
         lib = require()
-        total = len(pairs)
+        ks, vs = self.key_size, self.value_buf_size
+        if len(keys) != ks * count or len(values) != vs * count:
+            raise ConfigError(f"map '{self.name}': {count} entries need {ks * count} key bytes and "
+                              f"{vs * count} value bytes")
         opts = ffi.new("struct bpf_map_batch_opts *",
                        {"sz": ffi.sizeof("struct bpf_map_batch_opts"), "elem_flags": flags})
-        count = ffi.new("uint32_t *")
+        n = ffi.new("uint32_t *")
+        kview, vview = memoryview(keys), memoryview(values)
         done = 0
         batch_ok = True
-        while done < total:
-            part = pairs[done: done + chunk]
+        while done < count:
+            part = min(chunk, count - done)
+            kpart = kview[done * ks:(done + part) * ks]
+            vpart = vview[done * vs:(done + part) * vs]
             if batch_ok:
-                kbuf = b"".join(k for k, _ in part)
-                vbuf = b"".join(v for _, v in part)
-                count[0] = len(part)
-                ret = lib.bpf_map_update_batch(self.fd, kbuf, vbuf, count, opts)
-                if ret < 0 and -ret in _BATCH_UNSUPPORTED and done == 0 and count[0] == 0:
+                n[0] = part
+                ret = lib.bpf_map_update_batch(self.fd, ffi.from_buffer(kpart), ffi.from_buffer(vpart), n, opts)
+                if ret < 0 and -ret in _BATCH_UNSUPPORTED and done == 0 and n[0] == 0:
                     batch_ok = False
                     continue
                 if ret < 0:
                     raise self._error("BPF_MAP_UPDATE_BATCH", -ret,
-                                      f"batch update ({done + count[0]} of {total} entries written)")
+                                      f"batch update ({done + n[0]} of {count} entries written)")
             else:
-                for k, v in part:
-                    self.update_raw(k, v, flags)
-            done += len(part)
+                for i in range(part):
+                    self.update_raw(bytes(kpart[i * ks:(i + 1) * ks]), bytes(vpart[i * vs:(i + 1) * vs]), flags)
+            done += part
             if progress:
-                progress(done, total)
+                progress(done, count)
         return done
 
     def delete_batch(self, keys: Iterable, *, chunk: int = BATCH_CHUNK) -> int:
-        raw = [self.encode_key(k) for k in keys]
+        return self.delete_batch_raw([self.encode_key(k) for k in keys], chunk=chunk)
+
+    def delete_batch_raw(self, raw: list[bytes], *, chunk: int = BATCH_CHUNK) -> int:
+        return self.delete_batch_buffer(b"".join(raw), len(raw), chunk=chunk)
+
+    def delete_batch_buffer(self, keys: bytes, count: int, *, chunk: int = BATCH_CHUNK) -> int:
+        """Delete ``count`` keys given as one packed buffer."""
         lib = require()
+        ks = self.key_size
+        view = memoryview(keys)
         opts = ffi.new("struct bpf_map_batch_opts *", {"sz": ffi.sizeof("struct bpf_map_batch_opts")})
-        count = ffi.new("uint32_t *")
+        n = ffi.new("uint32_t *")
         done = 0
-        while done < len(raw):
-            part = raw[done: done + chunk]
-            count[0] = len(part)
-            ret = lib.bpf_map_delete_batch(self.fd, b"".join(part), count, opts)
-            if ret < 0 and -ret in _BATCH_UNSUPPORTED and count[0] == 0:
-                for k in part:
-                    self.delete_raw(k)
+        while done < count:
+            part = min(chunk, count - done)
+            kpart = view[done * ks:(done + part) * ks]
+            n[0] = part
+            ret = lib.bpf_map_delete_batch(self.fd, ffi.from_buffer(kpart), n, opts)
+            if ret < 0 and -ret in _BATCH_UNSUPPORTED and n[0] == 0:
+                for i in range(part):
+                    self.delete_raw(bytes(kpart[i * ks:(i + 1) * ks]))
             elif ret < 0:
-                raise self._error("BPF_MAP_DELETE_BATCH", -ret, f"batch delete ({done + count[0]} deleted)")
-            done += len(part)
+                raise self._error("BPF_MAP_DELETE_BATCH", -ret, f"batch delete ({done + n[0]} deleted)")
+            done += part
         return done
 
     def pin(self, path: str) -> None:

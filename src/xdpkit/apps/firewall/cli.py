@@ -1,0 +1,164 @@
+"""`xdpkit firewall ...`: thin commands over xdpkit.apps.firewall.control."""
+from __future__ import annotations
+
+import sys
+import time
+
+from xdpkit.apps.firewall.control import Firewall, load_config_file
+from xdpkit.apps.firewall.rules import RuleSet, parse_rule
+from xdpkit.cli.output import emit_json, info, print_table
+
+MODES = ["native", "generic", "auto"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("firewall", help="DDoS-mitigation firewall at XDP")
+    fsub = p.add_subparsers(dest="fw_command", metavar="VERB")
+    fsub.required = True
+
+    q = fsub.add_parser("load", help="load and attach the firewall (persistent)")
+    q.add_argument("iface")
+    q.add_argument("--config", metavar="FILE")
+    q.add_argument("--mode", choices=MODES, default="auto")
+    q.add_argument("--force", action="store_true", help="replace a program xdpkit did not attach")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_load)
+
+    q = fsub.add_parser("unload", help="detach the firewall")
+    q.add_argument("iface")
+    q.set_defaults(func=cmd_unload)
+
+    q = fsub.add_parser("apply", help="replace the whole rule set atomically")
+    q.add_argument("iface")
+    q.add_argument("config", metavar="CONFIG")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_apply)
+
+    q = fsub.add_parser("check", help="validate a config without touching the kernel")
+    q.add_argument("config", metavar="CONFIG")
+    q.set_defaults(func=cmd_check)
+
+    q = fsub.add_parser("rule", help="add, delete or list rules")
+    rsub = q.add_subparsers(dest="rule_command", metavar="VERB")
+    rsub.required = True
+    r = rsub.add_parser("add", help="add one rule (at the end, or --at N)")
+    r.add_argument("iface")
+    r.add_argument("rule", nargs="+")
+    r.add_argument("--at", type=int, metavar="N", help="position (1 = first)")
+    r.set_defaults(func=cmd_rule_add)
+    r = rsub.add_parser("del", help="delete a rule by number or text")
+    r.add_argument("iface")
+    r.add_argument("rule", nargs="+", metavar="N|RULE")
+    r.set_defaults(func=cmd_rule_del)
+    r = rsub.add_parser("list", help="the rules in force, in priority order")
+    r.add_argument("iface")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_rule_list)
+
+    q = fsub.add_parser("stats", help="counters per rule, per reason and per verdict")
+    q.add_argument("iface")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--watch", action="store_true", help="refresh every second (Ctrl-C stops)")
+    q.add_argument("--count", type=int, help="with --watch: stop after this many refreshes")
+    q.set_defaults(func=cmd_stats)
+
+
+def _progress(done: int, total: int) -> None:
+    if total >= 100_000:
+        info(f"  {done:,}/{total:,} table entries ({100 * done // max(total, 1)}%)")
+
+
+def cmd_load(args) -> int:
+    rs = load_config_file(args.config) if args.config else RuleSet()
+    fw = Firewall.load(args.iface, rs, mode=args.mode, force=args.force, progress=_progress)
+    try:
+        result = {"ifname": fw.ifname, "program_id": fw.prog_id, "rules": len(rs.rules)}
+    finally:
+        fw.close()
+    if args.json:
+        emit_json(result)
+    else:
+        print(f"firewall loaded on {result['ifname']} (program {result['program_id']}) with {result['rules']} rules")
+    return 0
+
+
+def cmd_unload(args) -> int:
+    Firewall.unload(args.iface)
+    print(f"firewall unloaded from {args.iface}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from xdpkit.apps.firewall.compiler import compile_rules
+
+    rs = load_config_file(args.config)
+    c = compile_rules(rs)
+    print(f"{args.config}: {len(rs.rules)} rules, {len(c.classes)} classes, "
+          f"{len(c.src4_24) + len(c.src4_32) + len(c.dst4_24) + len(c.dst4_32) + len(c.src6) + len(c.dst6):,} "
+          f"prefix table entries: OK")
+    return 0
+
+
+def cmd_apply(args) -> int:
+    rs = load_config_file(args.config)  # a bad line fails here: nothing is applied
+    with Firewall.open(args.iface) as fw:
+        res = fw.apply(rs, progress=_progress)
+    if args.json:
+        emit_json(res.__dict__)
+    else:
+        print(f"applied {res.rules} rules ({res.entries:,} table entries, {res.classes} classes) "
+              f"in {res.seconds:.2f} s")
+    return 0
+
+
+def cmd_rule_add(args) -> int:
+    text = " ".join(args.rule)
+    parse_rule(text)  # clear error before touching the kernel
+    with Firewall.open(args.iface) as fw:
+        fw.add_rule(text, position=args.at)
+    return 0
+
+
+def cmd_rule_del(args) -> int:
+    with Firewall.open(args.iface) as fw:
+        fw.delete_rule(" ".join(args.rule))
+    return 0
+
+
+def cmd_rule_list(args) -> int:
+    with Firewall.open(args.iface) as fw:
+        rs = fw.ruleset()
+    if args.json:
+        emit_json({"policy": rs.policy, "malformed": rs.malformed, "non_ip": rs.non_ip,
+                   "rules": [{"index": i + 1, "rule": r.text} for i, r in enumerate(rs.rules)]})
+        return 0
+    print(" ".join(rs.settings_text()))
+    print_table([[i + 1, r.text] for i, r in enumerate(rs.rules)], ["#", "RULE"], empty="no rules")
+    return 0
+
+
+def _print_stats(s: dict) -> None:
+    print_table([[r["index"], r["packets"], r["bytes"], r["rule"]] for r in s["rules"]],
+                ["#", "PACKETS", "BYTES", "RULE"], empty="no rules")
+    print()
+    print_table([[k, v["packets"], v["bytes"]] for k, v in s["reasons"].items()], ["REASON", "PACKETS", "BYTES"])
+    print()
+    print_table([[k, v["packets"], v["bytes"]] for k, v in s["verdicts"].items()], ["VERDICT", "PACKETS", "BYTES"])
+    print(f"\nmaps use {s['memory_bytes'] / 2**20:.1f} MiB of kernel memory")
+
+
+def cmd_stats(args) -> int:
+    with Firewall.open(args.iface) as fw:
+        n = 0
+        while True:
+            s = fw.stats()
+            if args.json:
+                emit_json(s)
+            else:
+                if args.watch and sys.stdout.isatty():
+                    print("\033[2J\033[H", end="")
+                _print_stats(s)
+            n += 1
+            if not args.watch or (args.count and n >= args.count):
+                return 0
+            time.sleep(1.0)

@@ -1,0 +1,288 @@
+"""Compile a RuleSet into the per-field class tables the BPF program reads.
+
+For every field, each possible packet value maps to a class: the set of rules whose condition
+on that field holds (as a bitmask; rules without a condition on the field are in every class).
+Classes are interned, so a million prefixes of one blocklist rule share one class. Class 0 is
+"every rule" and stands for fields no rule uses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from xdpkit.apps.firewall.rules import Rule, RuleSet, prefix_contains
+from xdpkit.errors import ConfigError
+
+MAX_RULES = 1024
+WORDS = MAX_RULES // 64
+MAX_CLASSES = 16384
+PORT_NONE = 65536
+BYTE_NONE = 256
+LEN_SIZE = 65536
+LONG = 1 << 31
+MAX_EXPANDED = 4 << 20   # /24 blocks or /32 addresses per table (hash max_entries is 2x this)
+
+F_SRC, F_DST, F_PROTO, F_SPORT, F_DPORT, F_FLAGS, F_ICMP, F_LEN = (1 << i for i in range(8))
+
+
+@dataclass
+class Compiled:
+    rules: list[Rule]
+    policy_drop: int
+    malformed_drop: int
+    non_ip_drop: int
+    fields: int = 0
+    classes: list[int] = field(default_factory=list)         # class id -> rule bitmask
+    src_default4: int = 0
+    src_default6: int = 0
+    dst_default4: int = 0
+    dst_default6: int = 0
+    src4_24: dict[int, int] = field(default_factory=dict)   # /24 block -> class (| LONG)
+    src4_32: dict[int, int] = field(default_factory=dict)   # address -> class
+    dst4_24: dict[int, int] = field(default_factory=dict)
+    dst4_32: dict[int, int] = field(default_factory=dict)
+    src6: dict[tuple[int, int], int] = field(default_factory=dict)  # (addr, plen) -> class
+    dst6: dict[tuple[int, int], int] = field(default_factory=dict)
+    proto: list[int] = field(default_factory=list)
+    sport: list[int] = field(default_factory=list)
+    dport: list[int] = field(default_factory=list)
+    flags: list[int] = field(default_factory=list)
+    icmp: list[int] = field(default_factory=list)
+    length: list[int] = field(default_factory=list)
+
+    @property
+    def nwords(self) -> int:
+        return max(1, (len(self.rules) + 63) // 64)
+
+    def bitmap(self, cls: int) -> list[int]:
+        mask = self.classes[cls]
+        return [(mask >> (64 * w)) & 0xFFFFFFFFFFFFFFFF for w in range(WORDS)]
+
+
+class _Interner:
+    def __init__(self, all_rules: int):
+        self.ids: dict[int, int] = {all_rules: 0}
+        self.masks: list[int] = [all_rules]
+
+    def __call__(self, mask: int) -> int:
+        cid = self.ids.get(mask)
+        if cid is None:
+            cid = len(self.masks)
+            if cid >= MAX_CLASSES:
+                raise ConfigError(f"the rule set needs more than {MAX_CLASSES} distinct rule "
+                                  "combinations; merge rules with the same action")
+            self.ids[mask] = cid
+            self.masks.append(mask)
+        return cid
+
+
+def _sweep(size: int, ranges: list[tuple[int, int, int]], wild: int, intern: _Interner) -> list[int]:
+    """A table of ``size`` classes from (lo, hi, bit) ranges: value -> class of matching rules."""
+    events: dict[int, list[tuple[int, int]]] = {}
+    for lo, hi, bit in ranges:
+        events.setdefault(lo, []).append((bit, 1))
+        events.setdefault(hi + 1, []).append((bit, -1))
+    table = [0] * size
+    counts: dict[int, int] = {}
+    mask, pos = 0, 0
+    cls = intern(wild)
+    for at in sorted(events) + [size]:
+        if at > pos:
+            table[pos:min(at, size)] = [cls] * (min(at, size) - pos)
+            pos = at
+        if at >= size:
+            break
+        for bit, delta in events.get(at, ()):
+            counts[bit] = counts.get(bit, 0) + delta
+            mask = mask | bit if counts[bit] > 0 else mask & ~bit
+        cls = intern(mask | wild)
+    return table
+
+
+def _expand_v4(prefixes: list[tuple[int, int, int]], extra: int, intern: _Interner,
+               what: str) -> tuple[dict[int, int], dict[int, int], int]:
+    """IPv4 prefixes (addr, plen, bit) -> (/24 table, /32 table, default class).
+
+    Written for a million prefixes: addresses are grouped by rule mask so that most of the
+    work is done by C (dict.fromkeys, set operations), not by a Python loop per address.
+    """
+    blocks: dict[int, int] = {}                 # /24 block -> mask from prefixes up to /24
+    hosts: dict[int, list[int]] = {}             # rule bit -> its /32 addresses
+    longs: dict[int, int] = {}                   # /25../31 expanded (rare) -> mask
+    everything = 0
+    for addr, plen, bit in prefixes:
+        if plen == 32:
+            hosts.setdefault(bit, []).append(addr)
+        elif plen == 0:
+            everything |= bit
+        elif plen <= 24:
+            start = addr >> 8
+            for b in range(start, start + (1 << (24 - plen))):
+                blocks[b] = blocks.get(b, 0) | bit
+            if len(blocks) > MAX_EXPANDED:
+                raise ConfigError(f"{what} prefixes expand to more than {MAX_EXPANDED:,} /24 blocks",
+                                  hint="use fewer or longer prefixes (a /16 is 256 blocks)")
+        else:
+            for a in range(addr, addr + (1 << (32 - plen))):
+                longs[a] = longs.get(a, 0) | bit
+    if len(hosts) == 1 and not longs:          # the usual blocklist: one rule, plain addresses
+        bit, addrs = next(iter(hosts.items()))
+        longs = dict.fromkeys(addrs, bit)
+    else:
+        for bit, addrs in hosts.items():
+            get = longs.get
+            for a in addrs:
+                longs[a] = get(a, 0) | bit
+    if len(longs) > MAX_EXPANDED:
+        raise ConfigError(f"{what} prefixes expand to more than {MAX_EXPANDED:,} addresses",
+                          hint="use fewer or shorter prefixes (a /25 is 128 addresses)")
+    base = extra | everything
+    long_blocks = {a >> 8 for a in longs}
+    shared = long_blocks & blocks.keys()        # blocks with both a short and a long prefix
+    t32: dict[int, int] = {}
+    by_mask: dict[int, list[int]] = {}
+    for a, m in longs.items():
+        if shared and (a >> 8) in shared:
+            m |= blocks[a >> 8]
+        by_mask.setdefault(m, []).append(a)
+    for m, addrs in by_mask.items():
+        t32.update(dict.fromkeys(addrs, intern(m | base)))
+    t24: dict[int, int] = {}
+    by_mask = {}
+    for b, m in blocks.items():
+        by_mask.setdefault(m, []).append(b)
+    for m, bs in by_mask.items():
+        c = intern(m | base)
+        t24.update(dict.fromkeys(bs, c))
+    for b in shared:
+        t24[b] |= LONG
+    t24.update(dict.fromkeys(long_blocks - shared, intern(base) | LONG))
+    return t24, t32, intern(base)
+
+
+def _covering_v6(prefixes: list[tuple[int, int, int]], extra: int, intern: _Interner) -> dict:
+    """IPv6 prefixes -> LPM entries whose class includes every shorter prefix covering them."""
+    by_prefix: dict[tuple[int, int], int] = {}
+    for addr, plen, bit in prefixes:
+        by_prefix[(addr, plen)] = by_prefix.get((addr, plen), 0) | bit
+    lengths = sorted({plen for _, plen in by_prefix})
+    out = {}
+    for (addr, plen), mask in by_prefix.items():
+        total = mask
+        for length in lengths:
+            if length >= plen:
+                break
+            shift = 128 - length
+            total |= by_prefix.get(((addr >> shift) << shift if length else 0, length), 0)
+        out[(addr, plen)] = intern(total | extra)
+    return out
+
+
+def compile_rules(rs: RuleSet) -> Compiled:
+    rules = rs.rules
+    if len(rules) > MAX_RULES:
+        raise ConfigError(f"{len(rules)} rules; the firewall holds at most {MAX_RULES}")
+    all_rules = (1 << len(rules)) - 1
+    intern = _Interner(all_rules)
+    out = Compiled(rules=list(rules), policy_drop=int(rs.policy == "deny"),
+                   malformed_drop=int(rs.malformed == "drop"), non_ip_drop=int(rs.non_ip == "drop"))
+
+    def wild(attr: str) -> int:
+        return sum(1 << i for i, r in enumerate(rules) if getattr(r, attr) is None)
+
+    for attr, flag in (("src", F_SRC), ("dst", F_DST), ("protos", F_PROTO), ("sports", F_SPORT),
+                       ("dports", F_DPORT), ("flags", F_FLAGS), ("icmp_type", F_ICMP), ("length", F_LEN)):
+        if any(getattr(r, attr) is not None for r in rules):
+            out.fields |= flag
+
+    for side in ("src", "dst"):
+        if not out.fields & (F_SRC if side == "src" else F_DST):
+            continue
+        w = wild(side)
+        v4, v6 = [], []
+        for i, r in enumerate(rules):
+            bit = 1 << i
+            for version, addr, plen in getattr(r, side) or ():
+                (v4 if version == 4 else v6).append((addr, plen, bit))
+        t24, t32, d4 = _expand_v4(v4, w, intern, side)
+        setattr(out, f"{side}4_24", t24)
+        setattr(out, f"{side}4_32", t32)
+        setattr(out, f"{side}_default4", d4)
+        setattr(out, f"{side}6", _covering_v6(v6, w, intern))
+        setattr(out, f"{side}_default6", intern(w))
+
+    if out.fields & F_PROTO:
+        w = wild("protos")
+        out.proto = [intern(w | sum(1 << i for i, r in enumerate(rules) if r.protos and p in r.protos))
+                     for p in range(256)]
+    for attr, flag in (("sports", F_SPORT), ("dports", F_DPORT)):
+        if out.fields & flag:
+            w = wild(attr)
+            ranges = [(lo, hi, 1 << i) for i, r in enumerate(rules) for lo, hi in (getattr(r, attr) or ())]
+            table = _sweep(PORT_NONE, ranges, w, intern)
+            table.append(intern(w))  # packets without ports match only rules without ports
+            setattr(out, "sport" if attr == "sports" else "dport", table)
+    if out.fields & F_FLAGS:
+        w = wild("flags")
+        out.flags = [intern(w | sum(1 << i for i, r in enumerate(rules)
+                                    if r.flags and (f & r.flags[1]) == r.flags[0])) for f in range(256)]
+        out.flags.append(intern(w))
+    if out.fields & F_ICMP:
+        w = wild("icmp_type")
+        out.icmp = [intern(w | sum(1 << i for i, r in enumerate(rules) if r.icmp_type == t)) for t in range(256)]
+        out.icmp.append(intern(w))
+    if out.fields & F_LEN:
+        w = wild("length")
+        out.length = _sweep(LEN_SIZE, [(r.length[0], r.length[1], 1 << i) for i, r in enumerate(rules)
+                                       if r.length], w, intern)
+    out.classes = intern.masks
+    return out
+
+
+# ---- the reference semantics (what the BPF program must agree with) --------------------------
+
+@dataclass
+class PacketView:
+    """What the firewall sees of a packet (None: not present, e.g. ports of an ICMP packet)."""
+
+    family: int | None              # 4, 6, or None for non-IP
+    src: int = 0
+    dst: int = 0
+    proto: int | None = None
+    sport: int | None = None
+    dport: int | None = None
+    flags: int | None = None
+    icmp_type: int | None = None
+    length: int = 0
+    malformed: bool = False
+
+
+def rule_matches(r: Rule, pkt: PacketView) -> bool:
+    if r.src is not None and not any(prefix_contains(p, pkt.family, pkt.src) for p in r.src):
+        return False
+    if r.dst is not None and not any(prefix_contains(p, pkt.family, pkt.dst) for p in r.dst):
+        return False
+    if r.protos is not None and pkt.proto not in r.protos:
+        return False
+    if r.sports is not None and (pkt.sport is None or not any(lo <= pkt.sport <= hi for lo, hi in r.sports)):
+        return False
+    if r.dports is not None and (pkt.dport is None or not any(lo <= pkt.dport <= hi for lo, hi in r.dports)):
+        return False
+    if r.flags is not None and (pkt.flags is None or (pkt.flags & r.flags[1]) != r.flags[0]):
+        return False
+    if r.icmp_type is not None and pkt.icmp_type != r.icmp_type:
+        return False
+    if r.length is not None and not r.length[0] <= min(pkt.length, 65535) <= r.length[1]:
+        return False
+    return True
+
+
+def evaluate(rs: RuleSet, pkt: PacketView) -> tuple[bool, int | None, str]:
+    """(drop?, index of the deciding rule or None, reason) for rule sets without rates."""
+    if pkt.malformed:
+        return rs.malformed == "drop", None, "malformed"
+    if pkt.family is None:
+        return rs.non_ip == "drop", None, "non_ip"
+    for i, r in enumerate(rs.rules):
+        if rule_matches(r, pkt):
+            return r.verdict_drop, i, "rule"
+    return rs.policy == "deny", None, "policy"

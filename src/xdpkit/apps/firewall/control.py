@@ -1,0 +1,388 @@
+"""The firewall's control plane: rule sets in, kernel tables out, atomically.
+
+    fw = Firewall.load("eth0", parse_config(text))     # compile, fill, attach (persistent)
+    fw = Firewall.open("eth0")                         # any later process: find it on eth0
+    fw.apply(new_ruleset, progress=cb)                 # atomic swap, counters of kept rules stay
+    fw.stats()                                         # per rule, per reason, per verdict, memory
+    Firewall.unload("eth0")
+
+The kernel holds the whole state (rule texts included), so no file or daemon is needed.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import time
+from array import array
+from dataclasses import dataclass
+
+from xdpkit._sys import netlink as nl
+from xdpkit.apps.firewall import compiler as C
+from xdpkit.apps.firewall.rules import RuleSet, parse_config, parse_rule
+from xdpkit.builtin import builtin_object
+from xdpkit.errors import ConfigError, NotFoundError, XdpkitError
+from xdpkit.kernel import bind_map
+from xdpkit.maps import Map, open_map_by_id
+from xdpkit.object import Object
+from xdpkit.xdp import XdpMode, detach, query
+
+PROGRAM = "xdpkit_firewall"
+REASONS = ("rule", "policy", "malformed", "non_ip", "rate_limited", "within_rate", "fragment")
+VERDICTS = ("XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT")
+TEXT_MAX = 507
+_HASH4 = ("fw_src4_24", "fw_src4_32", "fw_dst4_24", "fw_dst4_32")
+_LPM6 = ("fw_src6", "fw_dst6")
+
+
+@dataclass
+class ApplyResult:
+    rules: int
+    classes: int
+    entries: int
+    seconds: float
+    generation: int
+
+
+def _pack_rule(slot: int, r) -> bytes:
+    pps_int = pps_tau = byte_ns = bps_tau = 0
+    if r.rate_pps:
+        pps_int = max(1, 10**9 // r.rate_pps)
+        pps_tau = 10**9 - pps_int  # a burst of one second's packets, then the rate
+    if r.rate_bps:
+        byte_ns = max(1, round(8 * 10**9 * 1024 / r.rate_bps))
+        bps_tau = 10**9
+    return struct.pack("<IBBBBQQQQ", slot, int(r.verdict_drop), int(r.per_source), int(r.rated), 0,
+                       pps_int, pps_tau, byte_ns, bps_tau)
+
+
+def _pack_text(text: str) -> bytes:
+    raw = text.encode()
+    if len(raw) > TEXT_MAX:
+        raise ConfigError(f"rule is {len(raw)} bytes; at most {TEXT_MAX} (put long sets in file:)")
+    return struct.pack("<I", len(raw)) + raw.ljust(508, b"\0")
+
+
+def _u32s(values=()) -> array:
+    return array("I", values)
+
+
+def _le(a: array) -> bytes:
+    """Kernel structs here are little-endian u32s (x86, arm64); swap on big-endian hosts."""
+    if sys.byteorder != "little":
+        a = array("I", a)
+        a.byteswap()
+    return a.tobytes()
+
+
+def _memlock(fd: int) -> int:
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("memlock:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Firewall:
+    """A firewall instance on one interface (maps from a loaded Object or from the kernel)."""
+
+    def __init__(self, ifname: str, maps: dict[str, Map], *, obj: Object | None = None, prog_id: int = 0):
+        self.ifname = ifname
+        self.maps = maps
+        self._obj = obj
+        self.prog_id = prog_id
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    @classmethod
+    def load(cls, iface, ruleset: RuleSet | None = None, *, mode=XdpMode.AUTO, force: bool = False,
+             progress=None) -> "Firewall":
+        """Load the firewall, fill it with ``ruleset`` and attach it to ``iface`` (persistent)."""
+        ifname = nl.ifname_of(nl.ifindex_of(iface))
+        for att in query(ifname):
+            if att.name == PROGRAM and att.ours:
+                raise XdpkitError(f"a firewall is already loaded on {ifname} (program {att.id})",
+                                  hint=f"change its rules with `xdpkit firewall apply {ifname} CONFIG`")
+        obj = Object.from_file(builtin_object("firewall"), program=PROGRAM)
+        try:
+            prog = obj.programs[PROGRAM]
+            used = set(prog.info().map_ids)
+            for m in obj.maps.values():
+                if m.id not in used and not m.name.endswith(".rodata"):
+                    bind_map(prog.fd, m.fd)  # e.g. fw_text: read by the control plane only
+            fw = cls(ifname, {m.name[:15]: m for m in obj.maps.values()}, obj=obj, prog_id=prog.id)
+            fw.apply(ruleset or RuleSet(), progress=progress)
+            prog.attach(ifname, mode=mode, netlink=True, force=force)
+            return fw
+        except BaseException:
+            obj.close()
+            raise
+
+    @classmethod
+    def open(cls, iface) -> "Firewall":
+        """The firewall attached to ``iface`` by any earlier process."""
+        ifname = nl.ifname_of(nl.ifindex_of(iface))
+        for att in query(ifname):
+            if att.name == PROGRAM and att.ours:
+                maps = {}
+                try:
+                    for m in att.maps:
+                        mp = open_map_by_id(m["id"])
+                        maps[mp.name] = mp
+                except BaseException:
+                    for mp in maps.values():
+                        mp.close()
+                    raise
+                return cls(ifname, maps, prog_id=att.id)
+        raise NotFoundError(f"no xdpkit firewall on {ifname}", hint=f"load one: xdpkit firewall load {ifname}")
+
+    @staticmethod
+    def unload(iface) -> None:
+        ifname = nl.ifname_of(nl.ifindex_of(iface))
+        atts = [a for a in query(ifname) if a.name == PROGRAM and a.ours]
+        if not atts:
+            raise NotFoundError(f"no xdpkit firewall on {ifname}")
+        detach(ifname)
+
+    def close(self) -> None:
+        if self._obj is not None:
+            self._obj.close()
+        else:
+            for m in self.maps.values():
+                m.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _map(self, name: str) -> Map:
+        try:
+            return self.maps[name[:15]]
+        except KeyError:
+            raise XdpkitError(f"firewall map {name} not found (program {self.prog_id})") from None
+
+    # ---- reading the current state ---------------------------------------------------------
+    @property
+    def generation(self) -> int:
+        return self._map("fw_active").lookup_raw(b"\0" * 4)[0] & 1
+
+    def _gen_info(self, gen: int) -> tuple:
+        raw = self._map("fw_gen").lookup_raw(struct.pack("<I", gen))
+        return struct.unpack("<7IBBBx", raw[:32])
+
+    def ruleset(self) -> RuleSet:
+        """The rule set in force, rebuilt from the kernel."""
+        gen = self.generation
+        nrules, _nw, _f, _s4, _s6, _d4, _d6, pol, mal, nonip = self._gen_info(gen)
+        rs = RuleSet(policy="deny" if pol else "allow", malformed="drop" if mal else "pass",
+                     non_ip="drop" if nonip else "pass")
+        texts = self._map("fw_text")
+        for i in range(nrules):
+            raw = texts.lookup_raw(struct.pack("<I", gen * C.MAX_RULES + i))
+            n = struct.unpack("<I", raw[:4])[0]
+            rs.rules.append(parse_rule(raw[4:4 + n].decode(), line=i + 1))
+        return rs
+
+    def _slots(self, gen: int) -> dict[str, int]:
+        nrules = self._gen_info(gen)[0]
+        texts, rules = self._map("fw_text"), self._map("fw_rule")
+        out = {}
+        for i in range(nrules):
+            k = struct.pack("<I", gen * C.MAX_RULES + i)
+            raw = texts.lookup_raw(k)
+            text = raw[4:4 + struct.unpack("<I", raw[:4])[0]].decode()
+            out[" ".join(text.split())] = struct.unpack("<I", rules.lookup_raw(k)[:4])[0]
+        return out
+
+    # ---- changing rules ----------------------------------------------------------------------
+    def apply(self, ruleset: RuleSet, *, progress=None) -> ApplyResult:
+        """Replace the rule set atomically: fill the inactive generation, flip, clean up.
+
+        ``progress(done, total)`` is called while large tables are written. A rule kept from
+        the old set (same text) keeps its counters; new rules start from zero.
+        """
+        t0 = time.monotonic()
+        compiled = C.compile_rules(ruleset)
+        old = self.generation
+        new = 1 - old
+        slots = self._assign_slots(compiled, old)
+        work = self._fill(compiled, new, slots, progress)
+        self._map("fw_active").update_raw(b"\0" * 4, struct.pack("<I", new))
+        self._cleanup(old)
+        return ApplyResult(rules=len(compiled.rules), classes=len(compiled.classes), entries=work,
+                           seconds=time.monotonic() - t0, generation=new)
+
+    def _assign_slots(self, compiled: C.Compiled, old: int) -> list[int]:
+        current = self._slots(old)
+        taken = set()
+        slots: list[int | None] = []
+        for r in compiled.rules:
+            s = current.get(r.key())
+            if s is not None and s not in taken:
+                taken.add(s)
+                slots.append(s)
+            else:
+                slots.append(None)
+        free = (s for s in range(C.MAX_RULES) if s not in taken)
+        fresh = []
+        for i, s in enumerate(slots):
+            if s is None:
+                slots[i] = next(free)
+                fresh.append(slots[i])
+        if fresh:  # a new rule starts from zero: counters and rate state
+            counters, tats = self._map("fw_counters"), self._map("fw_rl_rule")
+            zero_c = bytes(16)
+            for s in fresh:
+                counters.update_raw(struct.pack("<I", s), zero_c * counters.ncpus if hasattr(counters, "ncpus") else zero_c)
+                tats.update_raw(struct.pack("<I", s), bytes(16))
+            self._forget_sources(set(fresh))
+        return slots  # type: ignore[return-value]
+
+    def _forget_sources(self, slots: set[int]) -> None:
+        lru = self._map("fw_rl_src")
+        stale = [k for k, _ in lru.raw_items() if struct.unpack("<I", k[:4])[0] in slots]
+        for k in stale:
+            lru.delete_raw(k)
+
+    def _fill(self, c: C.Compiled, gen: int, slots: list[int], progress) -> int:
+        total = (len(c.src4_24) + len(c.src4_32) + len(c.dst4_24) + len(c.dst4_32)
+                 + len(c.src6) + len(c.dst6) + len(c.classes))
+        done = [0]
+
+        def step(n):
+            done[0] += n
+            if progress:
+                progress(done[0], total)
+
+        bm = self._map("fw_bitmap")
+        bm.update_batch_raw([(struct.pack("<I", gen * C.MAX_CLASSES + i), struct.pack("<16Q", *c.bitmap(i)))
+                             for i in range(len(c.classes))])
+        step(len(c.classes))
+        self._map("fw_rule").update_batch_raw([(struct.pack("<I", gen * C.MAX_RULES + i), _pack_rule(slots[i], r))
+                                               for i, r in enumerate(c.rules)])
+        self._map("fw_text").update_batch_raw([(struct.pack("<I", gen * C.MAX_RULES + i), _pack_text(r.text))
+                                               for i, r in enumerate(c.rules)])
+        for name, table, size in (("fw_proto", c.proto, 256), ("fw_sport", c.sport, C.PORT_NONE + 1),
+                                  ("fw_dport", c.dport, C.PORT_NONE + 1), ("fw_flags", c.flags, C.BYTE_NONE + 1),
+                                  ("fw_icmp", c.icmp, C.BYTE_NONE + 1), ("fw_len", c.length, C.LEN_SIZE)):
+            if table:
+                base = gen * size
+                self._map(name).update_batch_raw([(struct.pack("<I", base + k), struct.pack("<I", v))
+                                                  for k, v in enumerate(table)])
+        for name, table in (("fw_src4_24", c.src4_24), ("fw_src4_32", c.src4_32),
+                            ("fw_dst4_24", c.dst4_24), ("fw_dst4_32", c.dst4_32)):
+            if table:
+                n = len(table)
+                keys = _u32s([gen]) * (2 * n)  # struct fw_key4 {gen, addr}, packed pairwise
+                keys[1::2] = _u32s(table.keys())
+                before = done[0]
+                self._map(name).update_batch_buffers(_le(keys), _le(_u32s(table.values())), n, chunk=65536,
+                                                     progress=lambda d, t, b=before: step(b + d - done[0]))
+        for name, table in (("fw_src6", c.src6), ("fw_dst6", c.dst6)):
+            if table:
+                m = self._map(name)
+                ks = m.key_size
+                pairs = [(struct.pack("<I", 8 + plen) + bytes([gen]) + addr.to_bytes(16, "big") + bytes(ks - 21),
+                          struct.pack("<I", v)) for (addr, plen), v in table.items()]
+                m.update_batch_raw(pairs)
+                step(len(pairs))
+        self._map("fw_gen").update_raw(struct.pack("<I", gen), struct.pack(
+            "<7IBBBx", len(c.rules), c.nwords, c.fields, c.src_default4, c.src_default6, c.dst_default4,
+            c.dst_default6, c.policy_drop, c.malformed_drop, c.non_ip_drop))
+        return total
+
+    def _cleanup(self, gen: int) -> None:
+        """Delete the old generation's hash and trie entries (arrays are simply overwritten)."""
+        for name in _HASH4:
+            m = self._map(name)
+            kbuf, _vals, n = m.lookup_batch_buffers(chunk=65536)
+            if not n:
+                continue
+            keys = _u32s()
+            keys.frombytes(kbuf)
+            if sys.byteorder != "little":
+                keys.byteswap()
+            old = [addr for g, addr in zip(keys[0::2], keys[1::2]) if g == gen]
+            if old:
+                dead = _u32s([gen]) * (2 * len(old))
+                dead[1::2] = _u32s(old)
+                m.delete_batch_buffer(_le(dead), len(old), chunk=65536)
+        for name in _LPM6:
+            m = self._map(name)
+            for k in [k for k in m.raw_keys() if k[4] == gen]:
+                m.delete_raw(k)
+
+    def add_rule(self, text: str, *, position: int | None = None) -> ApplyResult:
+        rs = self.ruleset()
+        rule = parse_rule(text)
+        if rule.key() in {r.key() for r in rs.rules}:
+            raise ConfigError(f"rule already present: {rule.text}")
+        pos = len(rs.rules) if position is None else position - 1
+        if not 0 <= pos <= len(rs.rules):
+            raise ConfigError(f"position {position} out of range 1..{len(rs.rules) + 1}")
+        rs.rules.insert(pos, rule)
+        return self.apply(rs)
+
+    def delete_rule(self, which: str) -> ApplyResult:
+        rs = self.ruleset()
+        if which.isdigit():
+            idx = int(which) - 1
+            if not 0 <= idx < len(rs.rules):
+                raise ConfigError(f"no rule number {which} (there are {len(rs.rules)})")
+        else:
+            key = " ".join(which.split())
+            matches = [i for i, r in enumerate(rs.rules) if r.key() == key]
+            if not matches:
+                raise NotFoundError(f"no rule {which!r}", hint="see `xdpkit firewall rule list IFACE`")
+            idx = matches[0]
+        del rs.rules[idx]
+        return self.apply(rs)
+
+    # ---- counters --------------------------------------------------------------------------
+    def stats(self) -> dict:
+        gen = self.generation
+        slots = self._slots(gen)
+        counters = self._map("fw_counters")
+        per_slot = {int.from_bytes(k, "little"): v for k, v in counters.raw_items()}
+        ncpu_stride = 16
+        rules = []
+        for i, r in enumerate(self.ruleset().rules):
+            raw = per_slot.get(slots[r.key()], b"")
+            pk = by = 0
+            for off in range(0, len(raw), ncpu_stride):
+                p, b = struct.unpack("<QQ", raw[off:off + 16])
+                pk += p
+                by += b
+            rules.append({"index": i + 1, "rule": r.text, "packets": pk, "bytes": by})
+        reasons = {}
+        for k, raw in self._map("fw_reasons").raw_items():
+            idx = int.from_bytes(k, "little")
+            pk = sum(struct.unpack("<Q", raw[o:o + 8])[0] for o in range(0, len(raw), 16))
+            by = sum(struct.unpack("<Q", raw[o + 8:o + 16])[0] for o in range(0, len(raw), 16))
+            if idx < len(REASONS):
+                reasons[REASONS[idx]] = {"packets": pk, "bytes": by}
+        verdicts = {}
+        vmap = self.maps.get("xdpkit_st_verdi")
+        if vmap is not None:
+            for k, raw in vmap.raw_items():
+                idx = int.from_bytes(k, "little")
+                pk = sum(struct.unpack("<Q", raw[o:o + 8])[0] for o in range(0, len(raw), 16))
+                by = sum(struct.unpack("<Q", raw[o + 8:o + 16])[0] for o in range(0, len(raw), 16))
+                if idx < len(VERDICTS):
+                    verdicts[VERDICTS[idx]] = {"packets": pk, "bytes": by}
+        memory = {m.name: _memlock(m.fd) for m in self.maps.values()}
+        return {"ifname": self.ifname, "program_id": self.prog_id, "generation": gen, "rules": rules,
+                "reasons": reasons, "verdicts": verdicts, "memory_bytes": sum(memory.values()),
+                "memory_by_map": memory}
+
+
+def load_config_file(path: str) -> RuleSet:
+    try:
+        text = open(path).read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_config(text, source=os.path.basename(path))

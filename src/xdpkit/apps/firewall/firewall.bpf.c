@@ -1,0 +1,451 @@
+// SPDX-License-Identifier: GPL-2.0
+/* xdpkit firewall: first-match rules over src/dst prefixes, protocol, ports, TCP flags, ICMP
+ * type and length, without a loop over rules.
+ *
+ * Each field maps a packet value to a *class*; a class is a bitmap of the rules whose condition
+ * on that field holds (rules without a condition on the field are in every class). ANDing the
+ * bitmaps of all fields gives the matching rules; the lowest bit is the first rule in priority
+ * order. The cost depends on the number of fields and rule words, not on how many prefixes or
+ * ports the rules name.
+ *
+ * IPv4 prefixes are expanded into two hash tables (/24 blocks, and /32 addresses for prefixes
+ * longer than /24), so an address costs one or two hash lookups whatever the set size. IPv6
+ * prefixes live in an LPM trie.
+ *
+ * Every table has two halves (generations). The control plane fills the inactive half, then
+ * flips fw_active.gen with one 4-byte write; each packet reads the generation once, so it
+ * sees the old rule set or the new one, never a mix.
+ */
+#include <xdpkit/parsing.h>
+#include <xdpkit/stats.h>
+#include "firewall.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fw_active);
+} fw_active SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct fw_gen);
+} fw_gen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * FW_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct fw_rule);
+} fw_rule SEC(".maps");
+
+/* Only the control plane reads this: rule texts per generation, so any process (and
+ * `xdpkit firewall rule list`) can rebuild the rule set from the kernel alone. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * FW_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct fw_text);
+} fw_text SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * FW_MAX_CLASSES);
+	__type(key, __u32);
+	__type(value, struct fw_bitmap);
+} fw_bitmap SEC(".maps");
+
+#define FW_HASH4(name, size)                                   \
+	struct {                                               \
+		__uint(type, BPF_MAP_TYPE_HASH);               \
+		__uint(max_entries, size);                     \
+		__uint(map_flags, BPF_F_NO_PREALLOC);          \
+		__type(key, struct fw_key4);                   \
+		__type(value, __u32);                          \
+	} name SEC(".maps")
+
+FW_HASH4(fw_src4_24, 1 << 22);
+FW_HASH4(fw_src4_32, 1 << 22);
+FW_HASH4(fw_dst4_24, 1 << 22);
+FW_HASH4(fw_dst4_32, 1 << 22);
+
+#define FW_LPM6(name)                                          \
+	struct {                                               \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);           \
+		__uint(max_entries, 1 << 21);                  \
+		__uint(map_flags, BPF_F_NO_PREALLOC);          \
+		__type(key, struct fw_key6);                   \
+		__type(value, __u32);                          \
+	} name SEC(".maps")
+
+FW_LPM6(fw_src6);
+FW_LPM6(fw_dst6);
+
+#define FW_TABLE(name, size)                                   \
+	struct {                                               \
+		__uint(type, BPF_MAP_TYPE_ARRAY);              \
+		__uint(max_entries, 2 * (size));               \
+		__type(key, __u32);                            \
+		__type(value, __u32);                          \
+	} name SEC(".maps")
+
+FW_TABLE(fw_proto, 256);
+FW_TABLE(fw_sport, FW_PORT_NONE + 1);
+FW_TABLE(fw_dport, FW_PORT_NONE + 1);
+FW_TABLE(fw_flags, FW_BYTE_NONE + 1);
+FW_TABLE(fw_icmp, FW_BYTE_NONE + 1);
+FW_TABLE(fw_len, 65536);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FW_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct fw_counter);
+} fw_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FW_NREASONS);
+	__type(key, __u32);
+	__type(value, struct fw_counter);
+} fw_reasons SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FW_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct fw_tat);
+} fw_rl_rule SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 20);
+	__type(key, struct fw_rl_key);
+	__type(value, struct fw_tat);
+} fw_rl_src SEC(".maps");
+
+struct fw_pkt {
+	__u32 family;          /* 4, 6, or 0 for non-IP */
+	__u32 src4, dst4;
+	__u8 src6[16], dst6[16];
+	__u32 proto, sport, dport, flags, icmp, len;
+	__u32 et_idx, pr_idx;
+};
+
+static __always_inline void fw_count(void *map, __u32 idx, __u64 len)
+{
+	struct fw_counter *c = bpf_map_lookup_elem(map, &idx);
+
+	if (c) {
+		c->packets += 1;
+		c->bytes += len;
+	}
+}
+
+static __always_inline int fw_finish(struct xdp_md *ctx, struct fw_pkt *p, __u32 reason, int drop)
+{
+	fw_count(&fw_reasons, reason, p->len);
+	return xdpkit_stats_count(ctx, p->et_idx, p->pr_idx, drop ? XDP_DROP : XDP_PASS);
+}
+
+static __always_inline __u32 fw_table(void *map, __u32 gen, __u32 size, __u32 key)
+{
+	__u32 idx = gen * size + key;
+	__u32 *v = bpf_map_lookup_elem(map, &idx);
+
+	return v ? *v : 0;
+}
+
+static __always_inline __u32 fw_class4(void *m24, void *m32, __u32 gen, __u32 addr, __u32 dflt)
+{
+	struct fw_key4 k = { .gen = gen, .addr = addr >> 8 };
+	__u32 *v = bpf_map_lookup_elem(m24, &k);
+	__u32 c;
+
+	if (!v)
+		return dflt;
+	c = *v;
+	if (c & FW_LONG) {
+		k.addr = addr;
+		v = bpf_map_lookup_elem(m32, &k);
+		return v ? *v : (c & ~FW_LONG);
+	}
+	return c;
+}
+
+static __always_inline __u32 fw_class6(void *lpm, __u32 gen, __u8 *addr, __u32 dflt)
+{
+	struct fw_key6 k = { .prefixlen = 8 + 128 };
+	__u32 *v;
+
+	k.data[0] = gen;
+	__builtin_memcpy(&k.data[1], addr, 16);
+	v = bpf_map_lookup_elem(lpm, &k);
+	return v ? *v : dflt;
+}
+
+static __always_inline struct fw_bitmap *fw_bm(__u32 gen, __u32 class)
+{
+	__u32 idx = gen * FW_MAX_CLASSES + (class & (FW_MAX_CLASSES - 1));
+
+	return bpf_map_lookup_elem(&fw_bitmap, &idx);
+}
+
+static __always_inline int fw_ctz(__u64 x)
+{
+	int n = 0;
+
+	if (!(x & 0xffffffffULL)) { n += 32; x >>= 32; }
+	if (!(x & 0xffffULL)) { n += 16; x >>= 16; }
+	if (!(x & 0xffULL)) { n += 8; x >>= 8; }
+	if (!(x & 0xfULL)) { n += 4; x >>= 4; }
+	if (!(x & 0x3ULL)) { n += 2; x >>= 2; }
+	if (!(x & 0x1ULL)) { n += 1; }
+	return n;
+}
+
+/* GCRA (a token bucket in one timestamp): conform if the theoretical arrival time is at
+ * most tau ahead of now; then move it on by the cost. Lock-free with compare-and-swap. */
+static __always_inline int fw_gcra(__u64 *tat, __u64 now, __u64 cost, __u64 tau)
+{
+	for (int i = 0; i < 4; i++) {
+		__u64 old = *(volatile __u64 *)tat;
+		__u64 t = old > now ? old : now;
+
+		if (t - now > tau)
+			return 0;
+		if (__sync_val_compare_and_swap(tat, old, t + cost) == old)
+			return 1;
+	}
+	return 0; /* heavy contention on one bucket: treat as over the rate */
+}
+
+static __always_inline int fw_within_rate(struct fw_rule *r, struct fw_pkt *p)
+{
+	struct fw_tat *tat;
+	__u64 now = bpf_ktime_get_ns();
+	int ok = 1;
+
+	if (r->per_source) {
+		struct fw_rl_key k = { .slot = r->slot, .family = p->family };
+
+		if (p->family == 4)
+			__builtin_memcpy(k.addr, &p->src4, 4);
+		else
+			__builtin_memcpy(k.addr, p->src6, 16);
+		tat = bpf_map_lookup_elem(&fw_rl_src, &k);
+		if (!tat) {
+			struct fw_tat zero = {};
+
+			bpf_map_update_elem(&fw_rl_src, &k, &zero, BPF_NOEXIST);
+			tat = bpf_map_lookup_elem(&fw_rl_src, &k);
+			if (!tat)
+				return 0;
+		}
+	} else {
+		__u32 slot = r->slot;
+
+		tat = bpf_map_lookup_elem(&fw_rl_rule, &slot);
+		if (!tat)
+			return 0;
+	}
+	if (r->pps_interval)
+		ok = fw_gcra(&tat->pps, now, r->pps_interval, r->pps_tau);
+	if (ok && r->byte_ns_x1k)
+		ok = fw_gcra(&tat->bps, now, (p->len * r->byte_ns_x1k) >> 10, r->bps_tau);
+	return ok;
+}
+
+struct fw_scan {
+	__u64 m[FW_WORDS];     /* matching rules, one bit per rule in priority order */
+	__u32 gen;
+	__u32 found;
+	__u32 slot;
+	__u32 reason;
+	__u32 drop;
+	struct fw_pkt *p;
+};
+
+/* One step: take the first matching rule. A rated rule within its rate clears its bit and
+ * asks for another step; anything else ends the scan with a decision. */
+static int fw_scan_step(__u32 i, void *data)
+{
+	struct fw_scan *sc = data;
+	struct fw_rule *r;
+	__u32 idx, w;
+	__u64 word = 0;
+
+	for (w = 0; w < FW_WORDS; w++) {
+		word = sc->m[w];
+		if (word)
+			break;
+	}
+	if (!word || w >= FW_WORDS)
+		return 1;
+	idx = sc->gen * FW_MAX_RULES + ((w * 64 + fw_ctz(word)) & (FW_MAX_RULES - 1));
+	r = bpf_map_lookup_elem(&fw_rule, &idx);
+	if (!r)
+		return 1;
+	if (r->rated && fw_within_rate(r, sc->p)) {
+		fw_count(&fw_reasons, FW_R_WITHIN_RATE, sc->p->len);
+		sc->m[w] = word & (word - 1);
+		return 0;
+	}
+	sc->found = 1;
+	sc->slot = r->slot;
+	sc->drop = r->rated ? 1 : r->drop;
+	sc->reason = r->rated ? FW_R_RATE_LIMITED : FW_R_RULE;
+	return 1;
+}
+
+static __always_inline int fw_parse(struct xdp_md *ctx, struct fw_pkt *p)
+{
+	struct xdpkit_cursor c;
+	struct ethhdr *eth;
+	__u16 frag = 0;
+	int l3, l4;
+
+	xdpkit_cursor_init(&c, ctx);
+	p->len = ctx->data_end - ctx->data;
+	if (p->len > 65535)
+		p->len = 65535;
+	p->sport = p->dport = FW_PORT_NONE;
+	p->flags = p->icmp = FW_BYTE_NONE;
+	p->pr_idx = XDPKIT_ST_P_NON_IP;
+	l3 = xdpkit_parse_eth(&c, &eth, NULL);
+	if (l3 < 0) {
+		p->et_idx = XDPKIT_ST_ET_OTHER;
+		return -1;
+	}
+	p->et_idx = xdpkit_st_etype_index(bpf_ntohs(eth->h_proto));
+	if (l3 == ETH_P_IP) {
+		struct iphdr *ip;
+
+		l4 = xdpkit_parse_ipv4(&c, &ip, &frag);
+		if (l4 < 0)
+			goto malformed;
+		p->family = 4;
+		p->src4 = bpf_ntohl(ip->saddr);
+		p->dst4 = bpf_ntohl(ip->daddr);
+	} else if (l3 == ETH_P_IPV6) {
+		struct ipv6hdr *ip6;
+
+		l4 = xdpkit_parse_ipv6(&c, &ip6, &frag);
+		if (l4 < 0)
+			goto malformed;
+		p->family = 6;
+		__builtin_memcpy(p->src6, &ip6->saddr, 16);
+		__builtin_memcpy(p->dst6, &ip6->daddr, 16);
+	} else {
+		p->family = 0;
+		return 0;
+	}
+	p->proto = l4;
+	p->pr_idx = xdpkit_st_proto_index(l4);
+	if (frag)
+		return 1; /* non-first fragment: no L4 header, only address/proto/len rules apply */
+	if (l4 == IPPROTO_TCP) {
+		struct tcphdr *t;
+
+		if (xdpkit_parse_tcp(&c, &t) < 0)
+			goto malformed;
+		p->sport = bpf_ntohs(t->source);
+		p->dport = bpf_ntohs(t->dest);
+		p->flags = ((__u8 *)t)[13];
+	} else if (l4 == IPPROTO_UDP) {
+		struct udphdr *u;
+
+		if (xdpkit_parse_udp(&c, &u) < 0)
+			goto malformed;
+		p->sport = bpf_ntohs(u->source);
+		p->dport = bpf_ntohs(u->dest);
+	} else if (l4 == IPPROTO_ICMP || l4 == IPPROTO_ICMPV6) {
+		__u8 *type = c.pos;
+
+		if ((void *)(type + 1) > c.end)
+			goto malformed;
+		p->icmp = *type;
+	}
+	return 0;
+malformed:
+	p->pr_idx = XDPKIT_ST_P_OTHER;
+	return -1;
+}
+
+SEC("xdp")
+int xdpkit_firewall(struct xdp_md *ctx)
+{
+	struct fw_pkt p = {};
+	__u32 zero = 0, gen, cls;
+	struct fw_active *act = bpf_map_lookup_elem(&fw_active, &zero);
+	struct fw_gen *g;
+	struct fw_bitmap *b_src, *b_dst, *b_proto, *b_sport, *b_dport, *b_flags, *b_icmp, *b_len;
+	int parsed;
+
+	if (!act)
+		return XDP_PASS;
+	gen = act->gen & 1;
+	g = bpf_map_lookup_elem(&fw_gen, &gen);
+	if (!g)
+		return XDP_PASS;
+	parsed = fw_parse(ctx, &p);
+	if (parsed < 0)
+		return fw_finish(ctx, &p, FW_R_MALFORMED, g->malformed_drop);
+	if (p.family == 0)
+		return fw_finish(ctx, &p, FW_R_NON_IP, g->non_ip_drop);
+	if (parsed == 1)
+		fw_count(&fw_reasons, FW_R_FRAGMENT, p.len);
+
+	/* Class 0 is "every rule": a field no rule looks at costs no lookup. Only the class
+	 * numbers depend on the branches below, so the verifier's paths merge again. */
+	__u32 c_src = 0, c_dst = 0, c_proto = 0, c_sport = 0, c_dport = 0, c_flags = 0, c_icmp = 0, c_len = 0;
+
+	if (g->fields & FW_F_SRC)
+		c_src = p.family == 4 ? fw_class4(&fw_src4_24, &fw_src4_32, gen, p.src4, g->src_default4)
+				      : fw_class6(&fw_src6, gen, p.src6, g->src_default6);
+	if (g->fields & FW_F_DST)
+		c_dst = p.family == 4 ? fw_class4(&fw_dst4_24, &fw_dst4_32, gen, p.dst4, g->dst_default4)
+				      : fw_class6(&fw_dst6, gen, p.dst6, g->dst_default6);
+	if (g->fields & FW_F_PROTO)
+		c_proto = fw_table(&fw_proto, gen, 256, p.proto & 0xff);
+	if (g->fields & FW_F_SPORT)
+		c_sport = fw_table(&fw_sport, gen, FW_PORT_NONE + 1, p.sport);
+	if (g->fields & FW_F_DPORT)
+		c_dport = fw_table(&fw_dport, gen, FW_PORT_NONE + 1, p.dport);
+	if (g->fields & FW_F_FLAGS)
+		c_flags = fw_table(&fw_flags, gen, FW_BYTE_NONE + 1, p.flags);
+	if (g->fields & FW_F_ICMP)
+		c_icmp = fw_table(&fw_icmp, gen, FW_BYTE_NONE + 1, p.icmp);
+	if (g->fields & FW_F_LEN)
+		c_len = fw_table(&fw_len, gen, 65536, p.len & 0xffff);
+	b_src = fw_bm(gen, c_src);
+	b_dst = fw_bm(gen, c_dst);
+	b_proto = fw_bm(gen, c_proto);
+	b_sport = fw_bm(gen, c_sport);
+	b_dport = fw_bm(gen, c_dport);
+	b_flags = fw_bm(gen, c_flags);
+	b_icmp = fw_bm(gen, c_icmp);
+	b_len = fw_bm(gen, c_len);
+	if (!b_src || !b_dst || !b_proto || !b_sport || !b_dport || !b_flags || !b_icmp || !b_len)
+		return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
+
+	struct fw_scan sc = { .gen = gen, .p = &p };
+
+	for (__u32 w = 0; w < FW_WORDS; w++) {
+		if (w >= g->nwords)
+			break;
+		sc.m[w] = b_src->w[w] & b_dst->w[w] & b_proto->w[w] & b_sport->w[w] & b_dport->w[w] &
+			  b_flags->w[w] & b_icmp->w[w] & b_len->w[w];
+	}
+	/* bpf_loop: the verifier checks the callback once instead of every path through it */
+	bpf_loop(FW_MAX_FALLTHROUGH + 1, fw_scan_step, &sc, 0);
+	if (sc.found) {
+		fw_count(&fw_counters, sc.slot & (FW_MAX_RULES - 1), p.len);
+		return fw_finish(ctx, &p, sc.reason, sc.drop);
+	}
+	return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
+}
+
+char _license[] SEC("license") = "GPL";

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/* Shared between firewall.bpf.c and control.py (which reads the layouts from BTF). */
+#ifndef XDPKIT_FIREWALL_H
+#define XDPKIT_FIREWALL_H
+
+#define FW_MAX_RULES 1024
+#define FW_WORDS (FW_MAX_RULES / 64)
+#define FW_MAX_CLASSES 16384
+#define FW_MAX_FALLTHROUGH 8 /* rated rules a packet may pass within their rate */
+
+/* fields a rule set uses; unused fields are not looked up at all */
+#define FW_F_SRC   (1 << 0)
+#define FW_F_DST   (1 << 1)
+#define FW_F_PROTO (1 << 2)
+#define FW_F_SPORT (1 << 3)
+#define FW_F_DPORT (1 << 4)
+#define FW_F_FLAGS (1 << 5)
+#define FW_F_ICMP  (1 << 6)
+#define FW_F_LEN   (1 << 7)
+
+#define FW_PORT_NONE 65536   /* port tables: class for packets without ports */
+#define FW_BYTE_NONE 256     /* flags/icmp tables: class for non-TCP / non-ICMP packets */
+#define FW_LONG (1u << 31)   /* /24 entry: look at the /32 table as well */
+
+enum fw_reason {
+	FW_R_RULE = 0,        /* decided by a rule */
+	FW_R_POLICY = 1,      /* no rule matched: default policy */
+	FW_R_MALFORMED = 2,   /* truncated or malformed */
+	FW_R_NON_IP = 3,      /* ARP, LLDP, ... */
+	FW_R_RATE_LIMITED = 4,/* dropped by a rated rule (over its rate) */
+	FW_R_WITHIN_RATE = 5, /* a rated rule matched but the packet was within the rate */
+	FW_R_FRAGMENT = 6,    /* non-first fragment (no L4 header); counted, then evaluated */
+	FW_NREASONS = 7,
+};
+
+struct fw_gen {
+	__u32 nrules;
+	__u32 nwords;
+	__u32 fields;         /* FW_F_* */
+	__u32 src_default4;   /* class for addresses no prefix covers (rules without src) */
+	__u32 src_default6;
+	__u32 dst_default4;
+	__u32 dst_default6;
+	__u8 policy_drop;
+	__u8 malformed_drop;
+	__u8 non_ip_drop;
+	__u8 pad;
+};
+
+struct fw_active {
+	__u32 gen;            /* 0 or 1: which half of every table packets use */
+};
+
+struct fw_rule {
+	__u32 slot;           /* counter slot: stays with the rule across applies */
+	__u8 drop;
+	__u8 per_source;
+	__u8 rated;
+	__u8 pad;
+	__u64 pps_interval;   /* ns per packet (0: no packet rate) */
+	__u64 pps_tau;        /* burst tolerance in ns */
+	__u64 byte_ns_x1k;    /* ns per byte * 1024 (0: no bit rate) */
+	__u64 bps_tau;
+};
+
+struct fw_bitmap {
+	__u64 w[FW_WORDS];
+};
+
+struct fw_key4 {
+	__u32 gen;
+	__u32 addr;           /* host order; /24 tables store addr >> 8 */
+};
+
+struct fw_key6 {
+	__u32 prefixlen;      /* 8 + prefix length: the first byte is the generation */
+	__u8 data[17];
+};
+
+struct fw_text {
+	__u32 len;
+	char text[508];       /* the rule as written: the kernel keeps the rule set itself */
+};
+
+struct fw_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct fw_tat {
+	__u64 pps;            /* GCRA theoretical arrival times */
+	__u64 bps;
+};
+
+struct fw_rl_key {
+	__u32 slot;
+	__u32 family;
+	__u8 addr[16];
+};
+
+#endif
