@@ -12,10 +12,12 @@ Exported, per interface with an xdpkit program (attached by xdpkit, or carrying 
 * ``xdpkit_packets_total`` / ``xdpkit_bytes_total`` ``{ifname,verdict}``
 * ``xdpkit_ethertype_packets_total`` / ``..._bytes_total`` ``{ifname,ethertype}``
 * ``xdpkit_protocol_packets_total`` / ``..._bytes_total`` ``{ifname,protocol}``
-* ``xdpkit_map_packets_total`` / ``..._bytes_total`` ``{ifname,map,key}``: any other map of
-  the program whose value is ``struct xdpkit_counter`` (per-CPU): how apps expose per-rule,
-  per-VIP or per-backend counters without exporter changes. At most ``max_series`` keys per
-  map, the busiest; the rest are summed under ``key="_other"``.
+* ``xdpkit_map_packets_total`` / ``..._bytes_total`` ``{ifname,map,key}``: any other per-CPU
+  map of the program whose value is a counter struct (``struct xdpkit_counter``, or any struct
+  of exactly ``__u64 packets; __u64 bytes;`` per its BTF): how apps expose per-rule, per-VIP or
+  per-backend counters without exporter changes. Array slots that are all zero are left out
+  (unused rule slots). At most ``max_series`` keys per map, the busiest; the rest are summed
+  under ``key="_other"``.
 * ``xdpkit_program_runs_total`` / ``xdpkit_program_run_seconds_total`` ``{ifname,id,name}``:
   kernel BPF stats, which only advance while they are enabled (``--bpf-stats`` or the sysctl).
 
@@ -69,6 +71,16 @@ def parse_listen(text: str) -> tuple[str, int]:
                 raise ConfigError(f"bad host in listen address {text!r}: give an IP address",
                                   field="--listen") from None
     return host or "0.0.0.0", num
+
+
+def is_counter_value(codec) -> bool:
+    """struct xdpkit_counter, or any struct laid out as {u64 packets; u64 bytes} (e.g. an app's
+    own fw_counter): the BTF says what it is, the name does not matter."""
+    if getattr(codec, "type_name", "") == COUNTER_TYPE:
+        return True
+    members = getattr(codec, "members", None)
+    return (getattr(codec, "size", 0) == 16 and members is not None
+            and [(m.name, m.codec.size) for m in members] == [("packets", 8), ("bytes", 8)])
 
 
 def _key_label(key) -> str:
@@ -138,9 +150,9 @@ class XdpkitCollector:
                    ["ifname", "id", "name"])
         run_s = fam("xdpkit_program_run_seconds", "Program run time (kernel BPF stats)",
                     ["ifname", "id", "name"])
-        map_p = fam("xdpkit_map_packets", "Per-key packets of app maps valued struct xdpkit_counter",
+        map_p = fam("xdpkit_map_packets", "Per-key packets of app counter maps (rules, VIPs, backends)",
                     ["ifname", "map", "key"])
-        map_b = fam("xdpkit_map_bytes", "Per-key bytes of app maps valued struct xdpkit_counter",
+        map_b = fam("xdpkit_map_bytes", "Per-key bytes of app counter maps (rules, VIPs, backends)",
                     ["ifname", "map", "key"])
         extra = []
         keep: set = set()
@@ -182,7 +194,7 @@ class XdpkitCollector:
             if m["id"] in self._not_counters:
                 continue
             mp = self._open(m["id"])
-            if getattr(mp.value_codec, "type_name", "") != COUNTER_TYPE:
+            if not is_counter_value(mp.value_codec):
                 self._maps.pop(m["id"]).close()
                 self._not_counters.add(m["id"])
                 continue
@@ -195,8 +207,11 @@ class XdpkitCollector:
 
     def _export_counter_map(self, att, mp, map_p, map_b) -> None:
         rows = []
+        is_array = mp.info.type_name.endswith("array")
         for key, per_cpu in mp.items():  # one batch lookup
             v = per_cpu.sum()
+            if is_array and not (v["packets"] or v["bytes"]):
+                continue  # an unused slot, not a key anyone created
             rows.append((v["packets"], v["bytes"], _key_label(key)))
         rows.sort(key=lambda r: -r[0])
         shown, rest = rows[: self.max_series], rows[self.max_series:]

@@ -187,9 +187,12 @@ class Monitor:
 
         self.probes = probe(self.events)
         if not self.monitored:
-            raise NotSupportedError("XDP tracepoints (none of " + ", ".join(self.events) + " exists)",
-                                    hint="the kernel needs CONFIG_BPF_EVENTS and tracepoints; "
-                                         "see `xdpkit doctor`")
+            why = "; ".join(f"{p.event}: {p.detail}" for p in self.probes)
+            hint = "the kernel needs CONFIG_BPF_EVENTS and the xdp tracepoints; see `xdpkit doctor`"
+            if self.events != list(EVENTS):
+                hint = ("monitor without --events to use every tracepoint this kernel has (map redirect "
+                        "errors come through xdp_redirect_err; xdp_redirect_map_err is gone since 6.16)")
+            raise NotSupportedError(f"XDP tracepoints ({why})", hint=hint)
         spec = ObjectSpec.from_file(builtin_object("monitor"))
         wanted = {program_for(e) for e in self.monitored}
         for name, ps in spec.programs.items():

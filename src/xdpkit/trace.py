@@ -216,7 +216,9 @@ def _limit(lines: Iterator[TraceLine], count: int | None, match: str | None) -> 
 
 # ---- attributing printk lines to programs --------------------------------------------------
 
-_KSYM_RE = re.compile(r"^bpf_prog_(?P<tag>[0-9a-f]{16})_(?P<name>\S*?)(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?(?:\s.*)?$")
+# JIT images in kallsyms: bpf_prog_<tag>_<name>, or bpf_prog_<tag> for a program without a name.
+_KSYM_RE = re.compile(r"^bpf_prog_(?P<tag>[0-9a-f]{16})(?:_(?P<name>\S*?))?"
+                      r"(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?(?:\s.*)?$")
 STACK_MARKER = "<stack trace>"
 
 
@@ -226,7 +228,7 @@ def stack_programs(frames: list[str]) -> list[tuple[str, str]]:
     for f in frames:
         m = _KSYM_RE.match(f.strip().removeprefix("=>").strip())
         if m:
-            out.append((m.group("tag"), m.group("name")))
+            out.append((m.group("tag"), m.group("name") or ""))
     return out
 
 
@@ -292,11 +294,15 @@ class ProgramFilter:
         else:
             self.name = text
 
+    def _name_ok(self, name: str) -> bool:
+        return name == self.name or (len(self.name) >= 15 and name[:15] == self.name[:15])
+
     def matches(self, line: TraceLine) -> bool:
         for tag, name in getattr(line, "_progs", []):
-            if self.tag is not None and tag != self.tag:
-                continue
-            if name == self.name or (len(self.name) >= 15 and name[:15] == self.name[:15]):
+            if self.tag is None:
+                if self._name_ok(name):
+                    return True
+            elif tag == self.tag and (not name or self._name_ok(name)):  # by id: the tag decides
                 return True
         return False
 

@@ -16,7 +16,7 @@ from scapy.layers.l2 import ARP, Ether
 import xdpkit
 from xdpkit import lab
 from xdpkit._sys import netns as xns
-from xdpkit.cli import commands, observe_cmd
+from xdpkit.cli import commands
 from xdpkit.exporter import Exporter
 from xdpkit.stats import bpf_stats_sysctl
 
@@ -32,9 +32,26 @@ struct {
 	__type(value, struct xdpkit_counter);
 } rule_hits SEC(".maps");
 
+struct app_ctr { __u64 packets; __u64 bytes; };  /* an app's own name, the same layout */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 8);
+	__type(key, __u32);
+	__type(value, struct app_ctr);
+} reason_hits SEC(".maps");
+
 SEC("xdp")
 int exp_app(struct xdp_md *ctx)
 {
+	__u32 reason = 2;
+	struct app_ctr *r = bpf_map_lookup_elem(&reason_hits, &reason);
+
+	if (r) {  /* every frame under reason 2; slots 0,1,3..7 stay zero and are not exported */
+		r->packets++;
+		r->bytes += ctx->data_end - ctx->data;
+	}
+
 	struct xdpkit_cursor c;
 	struct ethhdr *eth;
 	struct iphdr *ip;
@@ -126,6 +143,10 @@ def check_counts(sm: dict, obj) -> None:
     for port, fs in ((53, [UDP53] * 5), (123, [UDP123] * 3)):
         assert (value(sm, "xdpkit_map_packets_total", ifname="r0", map="rule_hits", key=str(port)),
                 value(sm, "xdpkit_map_bytes_total", ifname="r0", map="rule_hits", key=str(port))) == total(fs)
+    assert (value(sm, "xdpkit_map_packets_total", ifname="r0", map="reason_hits", key="2"),
+            value(sm, "xdpkit_map_bytes_total", ifname="r0", map="reason_hits", key="2")) == total(SENT)
+    assert {dict(k[1])["key"] for k in sm if k[0] == "xdpkit_map_packets_total"
+            and dict(k[1])["map"] == "reason_hits"} == {"2"}
     prog = obj.program()
     info = {dict(k[1])["id"]: dict(k[1]) for k in sm if k[0] == "xdpkit_program_info"}
     assert info[str(prog.id)]["name"] == "exp_app" and info[str(prog.id)]["ifname"] == "r0"
@@ -157,7 +178,7 @@ def test_cached_maps_are_dropped_when_the_program_goes(app):
         ex = Exporter("127.0.0.1:0")
         try:
             ex.render()
-            assert len(ex.collector._maps) == 4  # 3 stats maps + rule_hits, kept between scrapes
+            assert len(ex.collector._maps) == 5  # 3 stats maps + 2 counter maps, kept between scrapes
             ex.collector._forget_except(set())
             assert ex.collector._maps == {}
         finally:

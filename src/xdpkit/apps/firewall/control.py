@@ -343,6 +343,20 @@ class Firewall:
         return self.apply(rs)
 
     # ---- counters --------------------------------------------------------------------------
+    def reset_counters(self) -> None:
+        """Zero every counter (rules, reasons, verdicts) and forget rate-limit state."""
+        for name in ("fw_counters", "fw_reasons", "xdpkit_st_etype", "xdpkit_st_proto", "xdpkit_st_verdict"):
+            m = self.maps.get(name[:15])
+            if m is None:
+                continue
+            zero = bytes(m.value_buf_size)
+            keys = b"".join(struct.pack("<I", i) for i in range(m.max_entries))
+            m.update_batch_buffers(keys, zero * m.max_entries, m.max_entries)
+        tats = self._map("fw_rl_rule")
+        tats.update_batch_buffers(b"".join(struct.pack("<I", i) for i in range(tats.max_entries)),
+                                  bytes(16) * tats.max_entries, tats.max_entries)
+        self._map("fw_rl_src").clear()
+
     def stats(self) -> dict:
         gen = self.generation
         slots = self._slots(gen)

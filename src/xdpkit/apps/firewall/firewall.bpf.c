@@ -134,6 +134,21 @@ struct fw_pkt {
 	__u32 et_idx, pr_idx;
 };
 
+struct fw_scan {
+	__u64 m[FW_WORDS];     /* matching rules, one bit per rule in priority order */
+	__u32 gen;
+	__u32 found;
+	__u32 slot;
+	__u32 reason;
+	__u32 drop;
+	/* what rate limiting needs of the packet, by value: a pointer would not survive the
+	 * global-function call that fills m[] (the verifier forgets what the stack held) */
+	__u32 family;
+	__u32 len;
+	__u32 src4;
+	__u8 src6[16];
+};
+
 static __always_inline void fw_count(void *map, __u32 idx, __u64 len)
 {
 	struct fw_counter *c = bpf_map_lookup_elem(map, &idx);
@@ -222,12 +237,15 @@ static __always_inline int fw_gcra(__u64 *tat, __u64 now, __u64 cost, __u64 tau)
 	return 0; /* heavy contention on one bucket: treat as over the rate */
 }
 
-static __always_inline int fw_within_rate(struct fw_rule *r, struct fw_pkt *p)
+/* Global: verified once, whatever path leads here. */
+__noinline int fw_within_rate(struct fw_rule *r, struct fw_scan *p)
 {
 	struct fw_tat *tat;
 	__u64 now = bpf_ktime_get_ns();
 	int ok = 1;
 
+	if (!r || !p)
+		return 0;
 	if (r->per_source) {
 		struct fw_rl_key k = { .slot = r->slot, .family = p->family };
 
@@ -258,15 +276,6 @@ static __always_inline int fw_within_rate(struct fw_rule *r, struct fw_pkt *p)
 	return ok;
 }
 
-struct fw_scan {
-	__u64 m[FW_WORDS];     /* matching rules, one bit per rule in priority order */
-	__u32 gen;
-	__u32 found;
-	__u32 slot;
-	__u32 reason;
-	__u32 drop;
-	struct fw_pkt *p;
-};
 
 /* One step: take the first matching rule. A rated rule within its rate clears its bit and
  * asks for another step; anything else ends the scan with a decision. */
@@ -288,8 +297,8 @@ static int fw_scan_step(__u32 i, void *data)
 	r = bpf_map_lookup_elem(&fw_rule, &idx);
 	if (!r)
 		return 1;
-	if (r->rated && fw_within_rate(r, sc->p)) {
-		fw_count(&fw_reasons, FW_R_WITHIN_RATE, sc->p->len);
+	if (r->rated && fw_within_rate(r, sc)) {
+		fw_count(&fw_reasons, FW_R_WITHIN_RATE, sc->len);
 		sc->m[w] = word & (word - 1);
 		return 0;
 	}
@@ -300,13 +309,17 @@ static int fw_scan_step(__u32 i, void *data)
 	return 1;
 }
 
-static __always_inline int fw_parse(struct xdp_md *ctx, struct fw_pkt *p)
+/* A global function: the verifier checks it once, not once per path of its caller (the parse
+ * has many paths: VLAN depths, IPv4/IPv6, extension headers, L4 protocols). */
+__noinline int fw_parse(struct xdp_md *ctx, struct fw_pkt *p)
 {
 	struct xdpkit_cursor c;
 	struct ethhdr *eth;
 	__u16 frag = 0;
 	int l3, l4;
 
+	if (!p)
+		return -1;
 	xdpkit_cursor_init(&c, ctx);
 	p->len = ctx->data_end - ctx->data;
 	if (p->len > 65535)
@@ -374,14 +387,63 @@ malformed:
 	return -1;
 }
 
+/* Look up every field's class and AND the class bitmaps into sc->m. Global, so verified once.
+ * Class 0 is "every rule": a field no rule looks at costs no lookup. */
+__noinline int fw_match(struct fw_pkt *p, struct fw_gen *g, struct fw_scan *sc)
+{
+	struct fw_bitmap *b_src, *b_dst, *b_proto, *b_sport, *b_dport, *b_flags, *b_icmp, *b_len;
+	__u32 c_src = 0, c_dst = 0, c_proto = 0, c_sport = 0, c_dport = 0, c_flags = 0, c_icmp = 0, c_len = 0;
+	__u32 gen, fields, nwords;
+
+	if (!p || !g || !sc)
+		return -1;
+	gen = sc->gen & 1;
+	fields = g->fields;
+	nwords = g->nwords;
+	if (fields & FW_F_SRC)
+		c_src = p->family == 4 ? fw_class4(&fw_src4_24, &fw_src4_32, gen, p->src4, g->src_default4)
+				       : fw_class6(&fw_src6, gen, p->src6, g->src_default6);
+	if (fields & FW_F_DST)
+		c_dst = p->family == 4 ? fw_class4(&fw_dst4_24, &fw_dst4_32, gen, p->dst4, g->dst_default4)
+				       : fw_class6(&fw_dst6, gen, p->dst6, g->dst_default6);
+	if (fields & FW_F_PROTO)
+		c_proto = fw_table(&fw_proto, gen, 256, p->proto & 0xff);
+	if (fields & FW_F_SPORT)
+		c_sport = fw_table(&fw_sport, gen, FW_PORT_NONE + 1, p->sport);
+	if (fields & FW_F_DPORT)
+		c_dport = fw_table(&fw_dport, gen, FW_PORT_NONE + 1, p->dport);
+	if (fields & FW_F_FLAGS)
+		c_flags = fw_table(&fw_flags, gen, FW_BYTE_NONE + 1, p->flags);
+	if (fields & FW_F_ICMP)
+		c_icmp = fw_table(&fw_icmp, gen, FW_BYTE_NONE + 1, p->icmp);
+	if (fields & FW_F_LEN)
+		c_len = fw_table(&fw_len, gen, 65536, p->len & 0xffff);
+	b_src = fw_bm(gen, c_src);
+	b_dst = fw_bm(gen, c_dst);
+	b_proto = fw_bm(gen, c_proto);
+	b_sport = fw_bm(gen, c_sport);
+	b_dport = fw_bm(gen, c_dport);
+	b_flags = fw_bm(gen, c_flags);
+	b_icmp = fw_bm(gen, c_icmp);
+	b_len = fw_bm(gen, c_len);
+	if (!b_src || !b_dst || !b_proto || !b_sport || !b_dport || !b_flags || !b_icmp || !b_len)
+		return -1;
+	for (__u32 w = 0; w < FW_WORDS; w++) {
+		if (w >= nwords)
+			break;
+		sc->m[w] = b_src->w[w] & b_dst->w[w] & b_proto->w[w] & b_sport->w[w] & b_dport->w[w] &
+			   b_flags->w[w] & b_icmp->w[w] & b_len->w[w];
+	}
+	return 0;
+}
+
 SEC("xdp")
 int xdpkit_firewall(struct xdp_md *ctx)
 {
 	struct fw_pkt p = {};
-	__u32 zero = 0, gen, cls;
+	__u32 zero = 0, gen;
 	struct fw_active *act = bpf_map_lookup_elem(&fw_active, &zero);
 	struct fw_gen *g;
-	struct fw_bitmap *b_src, *b_dst, *b_proto, *b_sport, *b_dport, *b_flags, *b_icmp, *b_len;
 	int parsed;
 
 	if (!act)
@@ -398,47 +460,11 @@ int xdpkit_firewall(struct xdp_md *ctx)
 	if (parsed == 1)
 		fw_count(&fw_reasons, FW_R_FRAGMENT, p.len);
 
-	/* Class 0 is "every rule": a field no rule looks at costs no lookup. Only the class
-	 * numbers depend on the branches below, so the verifier's paths merge again. */
-	__u32 c_src = 0, c_dst = 0, c_proto = 0, c_sport = 0, c_dport = 0, c_flags = 0, c_icmp = 0, c_len = 0;
+	struct fw_scan sc = { .gen = gen, .family = p.family, .len = p.len, .src4 = p.src4 };
 
-	if (g->fields & FW_F_SRC)
-		c_src = p.family == 4 ? fw_class4(&fw_src4_24, &fw_src4_32, gen, p.src4, g->src_default4)
-				      : fw_class6(&fw_src6, gen, p.src6, g->src_default6);
-	if (g->fields & FW_F_DST)
-		c_dst = p.family == 4 ? fw_class4(&fw_dst4_24, &fw_dst4_32, gen, p.dst4, g->dst_default4)
-				      : fw_class6(&fw_dst6, gen, p.dst6, g->dst_default6);
-	if (g->fields & FW_F_PROTO)
-		c_proto = fw_table(&fw_proto, gen, 256, p.proto & 0xff);
-	if (g->fields & FW_F_SPORT)
-		c_sport = fw_table(&fw_sport, gen, FW_PORT_NONE + 1, p.sport);
-	if (g->fields & FW_F_DPORT)
-		c_dport = fw_table(&fw_dport, gen, FW_PORT_NONE + 1, p.dport);
-	if (g->fields & FW_F_FLAGS)
-		c_flags = fw_table(&fw_flags, gen, FW_BYTE_NONE + 1, p.flags);
-	if (g->fields & FW_F_ICMP)
-		c_icmp = fw_table(&fw_icmp, gen, FW_BYTE_NONE + 1, p.icmp);
-	if (g->fields & FW_F_LEN)
-		c_len = fw_table(&fw_len, gen, 65536, p.len & 0xffff);
-	b_src = fw_bm(gen, c_src);
-	b_dst = fw_bm(gen, c_dst);
-	b_proto = fw_bm(gen, c_proto);
-	b_sport = fw_bm(gen, c_sport);
-	b_dport = fw_bm(gen, c_dport);
-	b_flags = fw_bm(gen, c_flags);
-	b_icmp = fw_bm(gen, c_icmp);
-	b_len = fw_bm(gen, c_len);
-	if (!b_src || !b_dst || !b_proto || !b_sport || !b_dport || !b_flags || !b_icmp || !b_len)
+	__builtin_memcpy(sc.src6, p.src6, 16);
+	if (fw_match(&p, g, &sc) < 0)
 		return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
-
-	struct fw_scan sc = { .gen = gen, .p = &p };
-
-	for (__u32 w = 0; w < FW_WORDS; w++) {
-		if (w >= g->nwords)
-			break;
-		sc.m[w] = b_src->w[w] & b_dst->w[w] & b_proto->w[w] & b_sport->w[w] & b_dport->w[w] &
-			  b_flags->w[w] & b_icmp->w[w] & b_len->w[w];
-	}
 	/* bpf_loop: the verifier checks the callback once instead of every path through it */
 	bpf_loop(FW_MAX_FALLTHROUGH + 1, fw_scan_step, &sc, 0);
 	if (sc.found) {

@@ -31,7 +31,8 @@
  *   - proto: the L4 protocol of IPv4/IPv6 (after extension headers); NON_IP for anything
  *     that is not IP (ARP, LLDP, ...); OTHER for IP with another or unparsable protocol
  *     and for truncated frames.
- *   - verdict: the XDP action (XDP_ABORTED..XDP_REDIRECT = 0..4) the program returns.
+ *   - verdict: the XDP action (XDP_ABORTED..XDP_REDIRECT = 0..4) the program returns;
+ *     values outside 0..4 are not counted anywhere (the verifier-safe lookup fails).
  *   - bytes: data_end - data at the time of counting (the frame as the program sees it,
  *     without FCS; after any head adjustments the program made before counting).
  * Counters are per-CPU: no atomics, no contention; Python sums over CPUs.
