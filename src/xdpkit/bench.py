@@ -216,7 +216,7 @@ class LiveSample:
 
 
 def measure_live(pair: LivePair, *, duration: float, threads: int, size: int, proto: str = "udp",
-                 sample: bool = True) -> LiveSample:
+                 sample: bool = True, src_ips: int = 1) -> LiveSample:
     """Drive r0 from g0 for ``duration`` seconds.
 
     Received frames are read from r0's own counters (ethtool -S rx_queue_N_xdp_packets) once a
@@ -228,7 +228,7 @@ def measure_live(pair: LivePair, *, duration: float, threads: int, size: int, pr
         with xns.inside(pair.gen):
             template = tg.build_template(proto=proto, size=size, dst_mac=pair.r0_mac,
                                          src_mac="02:00:00:00:00:01", dst_ip=pair.R0_IP)
-            gen = tg.TrafficGen("g0", template, tg.Flows(sport_base=1024, sport_count=256))
+            gen = tg.TrafficGen("g0", template, tg.Flows(src_ips=src_ips, sport_base=1024, sport_count=256))
         try:
             result: dict = {}
 

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from xdpkit.apps.firewall import cli as firewall_cli
-from xdpkit.cli import bench_cmd, commands, maps_cmd, system_cmd, trafficgen_cmd
+from xdpkit.cli import bench_cmd, commands, maps_cmd, observe_cmd, system_cmd, trafficgen_cmd
 from xdpkit.errors import VerifierError, XdpkitError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     trafficgen_cmd.register(sub)
     bench_cmd.register(sub)
     firewall_cli.register(sub)
+    observe_cmd.register(sub)
     return p
 
 

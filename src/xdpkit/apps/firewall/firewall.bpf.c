@@ -162,7 +162,9 @@ static __always_inline void fw_count(void *map, __u32 idx, __u64 len)
 static __always_inline int fw_finish(struct xdp_md *ctx, struct fw_pkt *p, __u32 reason, int drop)
 {
 	fw_count(&fw_reasons, reason, p->len);
-	return xdpkit_stats_count(ctx, p->et_idx, p->pr_idx, drop ? XDP_DROP : XDP_PASS);
+	/* Verdicts only: the firewall's own reasons and rule counters say the rest, and every
+	 * counter costs time on the path that drops floods. */
+	return xdpkit_stats_verdict(ctx, drop ? XDP_DROP : XDP_PASS);
 }
 
 static __always_inline __u32 fw_table(void *map, __u32 gen, __u32 size, __u32 key)
@@ -419,14 +421,17 @@ __noinline int fw_match(struct fw_pkt *p, struct fw_gen *g, struct fw_scan *sc)
 	if (fields & FW_F_LEN)
 		c_len = fw_table(&fw_len, gen, 65536, p->len & 0xffff);
 	b_src = fw_bm(gen, c_src);
-	b_dst = fw_bm(gen, c_dst);
-	b_proto = fw_bm(gen, c_proto);
-	b_sport = fw_bm(gen, c_sport);
-	b_dport = fw_bm(gen, c_dport);
-	b_flags = fw_bm(gen, c_flags);
-	b_icmp = fw_bm(gen, c_icmp);
-	b_len = fw_bm(gen, c_len);
-	if (!b_src || !b_dst || !b_proto || !b_sport || !b_dport || !b_flags || !b_icmp || !b_len)
+	if (!b_src)
+		return -1;
+	/* fields no rule uses share class 0 ("every rule"): no second lookup for them */
+	b_dst = c_dst ? fw_bm(gen, c_dst) : b_src;
+	b_proto = c_proto ? fw_bm(gen, c_proto) : b_src;
+	b_sport = c_sport ? fw_bm(gen, c_sport) : b_src;
+	b_dport = c_dport ? fw_bm(gen, c_dport) : b_src;
+	b_flags = c_flags ? fw_bm(gen, c_flags) : b_src;
+	b_icmp = c_icmp ? fw_bm(gen, c_icmp) : b_src;
+	b_len = c_len ? fw_bm(gen, c_len) : b_src;
+	if (!b_dst || !b_proto || !b_sport || !b_dport || !b_flags || !b_icmp || !b_len)
 		return -1;
 	for (__u32 w = 0; w < FW_WORDS; w++) {
 		if (w >= nwords)
@@ -465,7 +470,28 @@ int xdpkit_firewall(struct xdp_md *ctx)
 	__builtin_memcpy(sc.src6, p.src6, 16);
 	if (fw_match(&p, g, &sc) < 0)
 		return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
-	/* bpf_loop: the verifier checks the callback once instead of every path through it */
+	/* Fast path: the first matching rule decides unless it is rated. */
+	__u64 word = 0;
+	__u32 w;
+
+	for (w = 0; w < FW_WORDS; w++) {
+		word = sc.m[w];
+		if (word)
+			break;
+	}
+	if (!word || w >= FW_WORDS)
+		return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
+	__u32 idx = gen * FW_MAX_RULES + ((w * 64 + fw_ctz(word)) & (FW_MAX_RULES - 1));
+	struct fw_rule *r = bpf_map_lookup_elem(&fw_rule, &idx);
+
+	if (!r)
+		return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
+	if (!r->rated) {
+		fw_count(&fw_counters, r->slot & (FW_MAX_RULES - 1), p.len);
+		return fw_finish(ctx, &p, FW_R_RULE, r->drop);
+	}
+	/* Rated rules may pass a packet on to later rules: bpf_loop, so that the verifier
+	 * checks the step once instead of every path through it. */
 	bpf_loop(FW_MAX_FALLTHROUGH + 1, fw_scan_step, &sc, 0);
 	if (sc.found) {
 		fw_count(&fw_counters, sc.slot & (FW_MAX_RULES - 1), p.len);
