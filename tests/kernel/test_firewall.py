@@ -289,3 +289,19 @@ def test_cli_flow_inside_ip_netns_exec(netns, tmp_path):
         assert _cli(netns, "unload", "xa").returncode == 0
     r = _cli(netns, "stats", "xa")
     assert r.returncode == 1 and "no xdpkit firewall on xa" in r.stderr
+
+
+def test_xdpkit_stats_reads_the_firewall_in_place(fw, loaded_fw):
+    name, _ = loaded_fw
+    use(fw, "deny udp dport 53")
+    run(fw, v4() / UDP(dport=53), repeat=1)
+    for _ in range(3):
+        run(fw, v4() / UDP(dport=54))
+    r = __import__("subprocess").run(["ip", "netns", "exec", name, sys.executable, "-m", "xdpkit", "stats",
+                                      "xa", "--once", "--json"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["source"] == "app" and out["program"]["name"] == "xdpkit_firewall"
+    # the veth also carries the kernel's own IPv6 chatter (router solicitations): PASS >= 3
+    assert out["verdict"]["XDP_DROP"]["packets"] == 1 and out["verdict"]["XDP_PASS"]["packets"] >= 3
+    assert [a.name for a in __import__("xdpkit").query("xa")] == ["xdpkit_firewall"]  # still attached

@@ -108,10 +108,9 @@ class Firewall:
         obj = Object.from_file(builtin_object("firewall"), program=PROGRAM)
         try:
             prog = obj.programs[PROGRAM]
-            used = set(prog.info().map_ids)
-            for m in obj.maps.values():
-                if m.id not in used and not m.name.endswith(".rodata"):
-                    bind_map(prog.fd, m.fd)  # e.g. fw_text: read by the control plane only
+            # fw_text is read by the control plane only: bind it so that it lives with the
+            # program and later processes find it among the program's maps.
+            bind_map(prog.fd, obj.maps["fw_text"].fd)
             fw = cls(ifname, {m.name[:15]: m for m in obj.maps.values()}, obj=obj, prog_id=prog.id)
             fw.apply(ruleset or RuleSet(), progress=progress)
             prog.attach(ifname, mode=mode, netlink=True, force=force)
