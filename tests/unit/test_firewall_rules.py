@@ -187,3 +187,17 @@ def test_compiled_tables_agree_with_reference(seed):
     for _ in range(40):
         pkt = random_packet(rnd)
         assert _lookup(c, pkt) == C.evaluate(rs, pkt), (rs.rules, pkt)
+
+
+def test_address_only_rules_decide_at_the_address_lookup():
+    c = C.compile_rules(parse_config("deny src 198.18.1.0/24\ndeny udp\nallow dst 198.18.2.0/24"))
+    blocked = c.src4_24[0xC61201]
+    assert c.decides(blocked) == (1, 0)
+    # a class's first rule is rule 1 (source only): it decides only when reached by the source
+    assert c.decides(c.dst4_24[0xC61202]) == (1, 0)
+    c = C.compile_rules(parse_config("allow dst 198.18.2.0/24\ndeny udp"))
+    assert c.decides(c.dst4_24[0xC61202]) == (0, 1)
+    c = C.compile_rules(parse_config("deny src 198.18.1.0/24 udp"))
+    assert c.decides(c.src4_24[0xC61201]) == (0, 0)  # more than the address: no shortcut
+    c = C.compile_rules(parse_config("deny src 198.18.1.0/24 rate 10/s"))
+    assert c.decides(c.src4_24[0xC61201]) == (0, 0)  # rated rules may pass packets on

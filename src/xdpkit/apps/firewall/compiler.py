@@ -57,6 +57,21 @@ class Compiled:
         mask = self.classes[cls]
         return [(mask >> (64 * w)) & 0xFFFFFFFFFFFFFFFF for w in range(WORDS)]
 
+    def decides(self, cls: int) -> tuple[int, int]:
+        """(decide_src, decide_dst) of a class: rule index + 1 when the class's first rule has
+        no condition but that address (and no rate), else 0."""
+        mask = self.classes[cls]
+        if not mask:
+            return 0, 0
+        i = (mask & -mask).bit_length() - 1
+        r = self.rules[i]
+        rest = (r.protos, r.sports, r.dports, r.flags, r.icmp_type, r.length)
+        if r.rated or any(x is not None for x in rest):
+            return 0, 0
+        only_src = r.src is not None and r.dst is None
+        only_dst = r.dst is not None and r.src is None
+        return (i + 1 if only_src else 0), (i + 1 if only_dst else 0)
+
 
 class _Interner:
     def __init__(self, all_rules: int):

@@ -258,7 +258,8 @@ class Firewall:
                 progress(done[0], total)
 
         bm = self._map("fw_bitmap")
-        bm.update_batch_raw([(struct.pack("<I", gen * C.MAX_CLASSES + i), struct.pack("<16Q", *c.bitmap(i)))
+        bm.update_batch_raw([(struct.pack("<I", gen * C.MAX_CLASSES + i),
+                              struct.pack("<16QII", *c.bitmap(i), *c.decides(i)))
                              for i in range(len(c.classes))])
         step(len(c.classes))
         self._map("fw_rule").update_batch_raw([(struct.pack("<I", gen * C.MAX_RULES + i), _pack_rule(slots[i], r))

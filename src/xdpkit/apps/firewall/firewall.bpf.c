@@ -390,7 +390,8 @@ malformed:
 }
 
 /* Look up every field's class and AND the class bitmaps into sc->m. Global, so verified once.
- * Class 0 is "every rule": a field no rule looks at costs no lookup. */
+ * Class 0 is "every rule": a field no rule looks at costs no lookup. Returns 0 when sc->m
+ * holds the matches, rule index + 1 when an address alone decided, -1 on a missing entry. */
 __noinline int fw_match(struct fw_pkt *p, struct fw_gen *g, struct fw_scan *sc)
 {
 	struct fw_bitmap *b_src, *b_dst, *b_proto, *b_sport, *b_dport, *b_flags, *b_icmp, *b_len;
@@ -423,8 +424,12 @@ __noinline int fw_match(struct fw_pkt *p, struct fw_gen *g, struct fw_scan *sc)
 	b_src = fw_bm(gen, c_src);
 	if (!b_src)
 		return -1;
+	if (b_src->decide_src)
+		return b_src->decide_src;
 	/* fields no rule uses share class 0 ("every rule"): no second lookup for them */
 	b_dst = c_dst ? fw_bm(gen, c_dst) : b_src;
+	if (b_dst && c_dst && b_dst->decide_dst)
+		return b_dst->decide_dst;
 	b_proto = c_proto ? fw_bm(gen, c_proto) : b_src;
 	b_sport = c_sport ? fw_bm(gen, c_sport) : b_src;
 	b_dport = c_dport ? fw_bm(gen, c_dport) : b_src;
@@ -468,8 +473,19 @@ int xdpkit_firewall(struct xdp_md *ctx)
 	struct fw_scan sc = { .gen = gen, .family = p.family, .len = p.len, .src4 = p.src4 };
 
 	__builtin_memcpy(sc.src6, p.src6, 16);
-	if (fw_match(&p, g, &sc) < 0)
+	int decided = fw_match(&p, g, &sc);
+
+	if (decided < 0)
 		return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
+	if (decided > 0) {
+		__u32 di = gen * FW_MAX_RULES + ((decided - 1) & (FW_MAX_RULES - 1));
+		struct fw_rule *dr = bpf_map_lookup_elem(&fw_rule, &di);
+
+		if (!dr)
+			return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
+		fw_count(&fw_counters, dr->slot & (FW_MAX_RULES - 1), p.len);
+		return fw_finish(ctx, &p, FW_R_RULE, dr->drop);
+	}
 	/* Fast path: the first matching rule decides unless it is rated. */
 	__u64 word = 0;
 	__u32 w;

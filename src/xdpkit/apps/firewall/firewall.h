@@ -65,6 +65,12 @@ struct fw_rule {
 
 struct fw_bitmap {
 	__u64 w[FW_WORDS];
+	/* Blocklist fast path: when the first rule of this class has no condition but the
+	 * source (decide_src) or destination (decide_dst) address, that rule decides as soon as
+	 * the address is looked up (index + 1; 0: no shortcut). No earlier rule can match: it
+	 * would have to be in this class. */
+	__u32 decide_src;
+	__u32 decide_dst;
 };
 
 struct fw_key4 {
