@@ -4,9 +4,8 @@ from __future__ import annotations
 import json
 
 from xdpkit import bench, pcap
-from xdpkit.cli.commands import _parse_hex_packet
+from xdpkit.cli.commands import _parse_hex_packet, parse_consts
 from xdpkit.cli.output import emit_json, info, print_table
-from xdpkit.errors import ConfigError
 
 
 def register(sub) -> None:
@@ -42,16 +41,6 @@ def register(sub) -> None:
     q.set_defaults(func=cmd_live)
 
 
-def _consts(items: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ConfigError(f"--const needs NAME=VALUE, got {item!r}")
-        out.append((name, value))
-    return out
-
-
 def _finish(result: dict, args) -> None:
     if args.output:
         with open(args.output, "w") as f:
@@ -63,7 +52,7 @@ def cmd_prog(args) -> int:
     frames = [_parse_hex_packet(args.packet)] if args.packet else list(pcap.read_frames(args.pcap))
     log = None if args.json else info
     result = bench.bench_prog(args.object, frames, section=args.section, program=args.program,
-                              consts=_consts(args.const), repeat=args.repeat, rounds=args.rounds, log=log)
+                              consts=parse_consts(args.const), repeat=args.repeat, rounds=args.rounds, log=log)
     _finish(result, args)
     if args.json:
         emit_json(result)

@@ -66,14 +66,22 @@ def _add_select(p) -> None:
                    help="set a const volatile global before load (repeatable)")
 
 
+def parse_consts(items: list[str]) -> list[tuple[str, str]]:
+    """--const NAME=VALUE arguments as pairs (the values are parsed by the global's BTF type)."""
+    out = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--const needs NAME=VALUE, got {item!r}")
+        out.append((name, value))
+    return out
+
+
 def _open_spec(args) -> ObjectSpec:
     spec = ObjectSpec.from_file(args.object)
     try:
         spec.select(section=args.section, program=args.program)
-        for item in args.const:
-            name, sep, value = item.partition("=")
-            if not sep or not name:
-                raise ConfigError(f"--const needs NAME=VALUE, got {item!r}")
+        for name, value in parse_consts(args.const):
             spec.rodata[name] = value
     except BaseException:
         spec.close()

@@ -242,10 +242,11 @@ class Firewall:
         return slots  # type: ignore[return-value]
 
     def _forget_sources(self, slots: set[int]) -> None:
-        lru = self._map("fw_rl_src")
-        stale = [k for k, _ in lru.raw_items() if struct.unpack("<I", k[:4])[0] in slots]
-        for k in stale:
-            lru.delete_raw(k)
+        for name in ("fw_rl_src4", "fw_rl_src6"):
+            lru = self._map(name)
+            stale = [k for k, _ in lru.raw_items() if struct.unpack("<I", k[:4])[0] in slots]
+            for k in stale:
+                lru.delete_raw(k)
 
     def _fill(self, c: C.Compiled, gen: int, slots: list[int], progress) -> int:
         total = (len(c.src4_24) + len(c.src4_32) + len(c.dst4_24) + len(c.dst4_32)
@@ -355,7 +356,8 @@ class Firewall:
         tats = self._map("fw_rl_rule")
         tats.update_batch_buffers(b"".join(struct.pack("<I", i) for i in range(tats.max_entries)),
                                   bytes(16) * tats.max_entries, tats.max_entries)
-        self._map("fw_rl_src").clear()
+        self._map("fw_rl_src4").clear()
+        self._map("fw_rl_src6").clear()
 
     def stats(self) -> dict:
         gen = self.generation

@@ -98,9 +98,14 @@ struct fw_tat {
 	__u64 bps;
 };
 
-struct fw_rl_key {
+/* per-source rate state: IPv4 keys are short, because hashing cost grows with key size */
+struct fw_rl_key4 {
 	__u32 slot;
-	__u32 family;
+	__u32 addr;
+};
+
+struct fw_rl_key6 {
+	__u32 slot;
 	__u8 addr[16];
 };
 
