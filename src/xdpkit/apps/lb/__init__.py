@@ -1,0 +1,1 @@
+"""The L4 load balancer app."""
