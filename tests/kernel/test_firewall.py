@@ -305,3 +305,21 @@ def test_xdpkit_stats_reads_the_firewall_in_place(fw, loaded_fw):
     # the veth also carries the kernel's own IPv6 chatter (router solicitations): PASS >= 3
     assert out["verdict"]["XDP_DROP"]["packets"] == 1 and out["verdict"]["XDP_PASS"]["packets"] >= 3
     assert [a.name for a in __import__("xdpkit").query("xa")] == ["xdpkit_firewall"]  # still attached
+
+
+def test_exporter_labels_firewall_rules(fw, loaded_fw):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    name, _ = loaded_fw
+    use(fw, "deny udp dport 53\nallow tcp")
+    run(fw, v4() / UDP(dport=53), repeat=4)
+    r = __import__("subprocess").run(["ip", "netns", "exec", name, sys.executable, "-m", "xdpkit", "exporter",
+                                      "--once"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    fams = {f.name: f for f in text_string_to_metric_families(r.stdout)}
+    rules = {s.labels["rule"]: s.value for s in fams["xdpkit_firewall_rule_packets"].samples
+             if s.name.endswith("_total")}
+    assert rules == {"deny udp dport 53": 4.0, "allow tcp": 0.0}
+    reasons = {s.labels["reason"]: s.value for s in fams["xdpkit_firewall_reason_packets"].samples
+               if s.name.endswith("_total")}
+    assert reasons["malformed"] == 0.0

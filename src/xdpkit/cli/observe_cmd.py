@@ -137,7 +137,10 @@ def cmd_monitor(args) -> int:
 # ---- exporter ---------------------------------------------------------------------------------
 
 def cmd_exporter(args) -> int:
-    from xdpkit.exporter import Exporter
+    from xdpkit.apps.firewall import metrics as firewall_metrics
+    from xdpkit.exporter import Exporter, register_app_collector
+
+    register_app_collector(firewall_metrics.collect)
 
     ex = Exporter(args.listen, max_series=args.max_series, bpf_stats=args.bpf_stats)
     if args.once:
