@@ -168,6 +168,7 @@ struct fw_scan {
 	__u32 len;
 	__u32 src4;
 	__u8 src6[16];
+	__u32 c_src;           /* the source address class, looked up before the scan */
 };
 
 static __always_inline void fw_count(void *map, __u32 idx, __u64 len)
@@ -409,13 +410,32 @@ malformed:
 	return -1;
 }
 
+/* The class of the source address, and in the upper 16 bits the rule that decides on it
+ * alone (index + 1, see fw_bitmap.decide_src), 0 when the scan must go on. */
+__noinline __u32 fw_src_class(struct fw_pkt *p, struct fw_gen *g, __u32 gen)
+{
+	struct fw_bitmap *b;
+	__u32 c;
+
+	if (!p || !g)
+		return 0;
+	gen &= 1;
+	c = p->family == 4 ? fw_class4(&fw_src4_24, &fw_src4_32, gen, p->src4, g->src_default4)
+			   : fw_class6(&fw_src6, gen, p->src6, g->src_default6);
+	c &= FW_MAX_CLASSES - 1;
+	b = fw_bm(gen, c);
+	if (b && b->decide_src)
+		return c | ((b->decide_src & 0xffff) << 16);
+	return c;
+}
+
 /* Look up every field's class and AND the class bitmaps into sc->m. Global, so verified once.
  * Class 0 is "every rule": a field no rule looks at costs no lookup. Returns 0 when sc->m
  * holds the matches, rule index + 1 when an address alone decided, -1 on a missing entry. */
 __noinline int fw_match(struct fw_pkt *p, struct fw_gen *g, struct fw_scan *sc)
 {
 	struct fw_bitmap *b_src, *b_dst, *b_proto, *b_sport, *b_dport, *b_flags, *b_icmp, *b_len;
-	__u32 c_src = 0, c_dst = 0, c_proto = 0, c_sport = 0, c_dport = 0, c_flags = 0, c_icmp = 0, c_len = 0;
+	__u32 c_src, c_dst = 0, c_proto = 0, c_sport = 0, c_dport = 0, c_flags = 0, c_icmp = 0, c_len = 0;
 	__u32 gen, fields, nwords;
 
 	if (!p || !g || !sc)
@@ -423,9 +443,7 @@ __noinline int fw_match(struct fw_pkt *p, struct fw_gen *g, struct fw_scan *sc)
 	gen = sc->gen & 1;
 	fields = g->fields;
 	nwords = g->nwords;
-	if (fields & FW_F_SRC)
-		c_src = p->family == 4 ? fw_class4(&fw_src4_24, &fw_src4_32, gen, p->src4, g->src_default4)
-				       : fw_class6(&fw_src6, gen, p->src6, g->src_default6);
+	c_src = sc->c_src;
 	if (fields & FW_F_DST)
 		c_dst = p->family == 4 ? fw_class4(&fw_dst4_24, &fw_dst4_32, gen, p->dst4, g->dst_default4)
 				       : fw_class6(&fw_dst6, gen, p->dst6, g->dst_default6);
@@ -444,8 +462,6 @@ __noinline int fw_match(struct fw_pkt *p, struct fw_gen *g, struct fw_scan *sc)
 	b_src = fw_bm(gen, c_src);
 	if (!b_src)
 		return -1;
-	if (b_src->decide_src)
-		return b_src->decide_src;
 	/* fields no rule uses share class 0 ("every rule"): no second lookup for them */
 	b_dst = c_dst ? fw_bm(gen, c_dst) : b_src;
 	if (b_dst && c_dst && b_dst->decide_dst)
@@ -490,7 +506,22 @@ int xdpkit_firewall(struct xdp_md *ctx)
 	if (parsed == 1)
 		fw_count(&fw_reasons, FW_R_FRAGMENT, p.len);
 
-	struct fw_scan sc = { .gen = gen, .family = p.family, .len = p.len, .src4 = p.src4 };
+	/* The source first: a blocklist rule decides here, before any scan state is built. */
+	__u32 c_src = 0;
+
+	if (g->fields & FW_F_SRC) {
+		c_src = fw_src_class(&p, g, gen);
+		if (c_src >> 16) {
+			__u32 di = gen * FW_MAX_RULES + (((c_src >> 16) - 1) & (FW_MAX_RULES - 1));
+			struct fw_rule *dr = bpf_map_lookup_elem(&fw_rule, &di);
+
+			if (!dr)
+				return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
+			fw_count(&fw_counters, dr->slot & (FW_MAX_RULES - 1), p.len);
+			return fw_finish(ctx, &p, FW_R_RULE, dr->drop);
+		}
+	}
+	struct fw_scan sc = { .gen = gen, .family = p.family, .len = p.len, .src4 = p.src4, .c_src = c_src };
 
 	__builtin_memcpy(sc.src6, p.src6, 16);
 	int decided = fw_match(&p, g, &sc);
