@@ -278,8 +278,12 @@ class Firewall:
                             ("fw_dst4_24", c.dst4_24), ("fw_dst4_32", c.dst4_32)):
             if table:
                 n = len(table)
-                keys = _u32s([gen]) * (2 * n)  # struct fw_key4 {gen, addr}, packed pairwise
-                keys[1::2] = _u32s(table.keys())
+                if name.endswith("_24"):  # u32 key: generation << 24 | /24 block
+                    tag = gen << 24
+                    keys = _u32s(tag | b for b in table.keys())
+                else:
+                    keys = _u32s([gen]) * (2 * n)  # struct fw_key4 {gen, addr}, packed pairwise
+                    keys[1::2] = _u32s(table.keys())
                 before = done[0]
                 self._map(name).update_batch_buffers(_le(keys), _le(_u32s(table.values())), n, chunk=65536,
                                                      progress=lambda d, t, b=before: step(b + d - done[0]))
@@ -307,11 +311,16 @@ class Firewall:
             keys.frombytes(kbuf)
             if sys.byteorder != "little":
                 keys.byteswap()
-            old = [addr for g, addr in zip(keys[0::2], keys[1::2]) if g == gen]
-            if old:
+            if name.endswith("_24"):
+                dead = _u32s(k for k in keys if k >> 24 == gen)
+                count = len(dead)
+            else:
+                old = [addr for g, addr in zip(keys[0::2], keys[1::2]) if g == gen]
                 dead = _u32s([gen]) * (2 * len(old))
                 dead[1::2] = _u32s(old)
-                m.delete_batch_buffer(_le(dead), len(old), chunk=65536)
+                count = len(old)
+            if count:
+                m.delete_batch_buffer(_le(dead), count, chunk=65536)
         for name in _LPM6:
             m = self._map(name)
             for k in [k for k in m.raw_keys() if k[4] == gen]:

@@ -66,9 +66,19 @@ struct {
 		__type(value, __u32);                          \
 	} name SEC(".maps")
 
-FW_HASH4(fw_src4_24, 1 << 22);
+/* /24 tables: a u32 key (generation << 24 | block): hashing 4 bytes instead of 8 */
+#define FW_HASH24(name, size)                                  \
+	struct {                                               \
+		__uint(type, BPF_MAP_TYPE_HASH);               \
+		__uint(max_entries, size);                     \
+		__uint(map_flags, BPF_F_NO_PREALLOC);          \
+		__type(key, __u32);                            \
+		__type(value, __u32);                          \
+	} name SEC(".maps")
+
+FW_HASH24(fw_src4_24, 1 << 22);
 FW_HASH4(fw_src4_32, 1 << 22);
-FW_HASH4(fw_dst4_24, 1 << 22);
+FW_HASH24(fw_dst4_24, 1 << 22);
 FW_HASH4(fw_dst4_32, 1 << 22);
 
 #define FW_LPM6(name)                                          \
@@ -199,15 +209,16 @@ static __always_inline __u32 fw_table(void *map, __u32 gen, __u32 size, __u32 ke
 
 static __always_inline __u32 fw_class4(void *m24, void *m32, __u32 gen, __u32 addr, __u32 dflt)
 {
-	struct fw_key4 k = { .gen = gen, .addr = addr >> 8 };
-	__u32 *v = bpf_map_lookup_elem(m24, &k);
+	__u32 k24 = (gen << 24) | (addr >> 8);
+	__u32 *v = bpf_map_lookup_elem(m24, &k24);
 	__u32 c;
 
 	if (!v)
 		return dflt;
 	c = *v;
 	if (c & FW_LONG) {
-		k.addr = addr;
+		struct fw_key4 k = { .gen = gen, .addr = addr };
+
 		v = bpf_map_lookup_elem(m32, &k);
 		return v ? *v : (c & ~FW_LONG);
 	}

@@ -75,7 +75,7 @@ struct fw_bitmap {
 
 struct fw_key4 {
 	__u32 gen;
-	__u32 addr;           /* host order; /24 tables store addr >> 8 */
+	__u32 addr;           /* host order (the /32 tables; /24 tables key on gen << 24 | block) */
 };
 
 struct fw_key6 {
