@@ -25,7 +25,7 @@ from xdpkit.apps.firewall.control import Firewall
 from xdpkit.apps.firewall.rules import parse_config
 from xdpkit.lab import add_veth, lo_up
 from xdpkit.builtin import builtin_object
-from xdpkit.object import Object
+from xdpkit.object import Object, ObjectSpec
 
 FEATURES = """deny src file:{blocklist}
 deny udp dport 53
@@ -64,6 +64,15 @@ def _alternated(progs: dict, frame: bytes, rounds: int = 7, repeat: int = 1_000_
     return {k: statistics.median(v) for k, v in samples.items()}, samples
 
 
+def _load_unpinned(path: str) -> Object:
+    """Load an object with its map pinning switched off: xdp-filter's maps say
+    LIBBPF_PIN_BY_NAME, which would leave (and later reuse) pins in /sys/fs/bpf."""
+    spec = ObjectSpec.from_file(path)
+    for m in spec.maps.values():
+        m.pin_path = None
+    return spec.load()
+
+
 def prog_costs(tmp: Path) -> dict:
     small, big = tmp / "block10.netset", tmp / "block1m.netset"
     write_blocklist(small, 10)
@@ -92,13 +101,14 @@ def prog_costs(tmp: Path) -> dict:
             out["load_1m_s"] = out["load_1m_parse_s"] + res.seconds
             out["load_1m_entries"] = res.entries
             out["memory_1m_mib"] = fw1m.stats()["memory_bytes"] / 2**20
-            others = [Object.from_file(builtin_object_path, **kw) for builtin_object_path, kw in
-                      ([(filt[0], {})] if filt else []) + [(bench.builtin_object("receivers"), {"program": "xdpkit_drop"})]]
+            others = [Object.from_file(builtin_object("receivers"), program="xdpkit_drop")]
+            if filt:
+                others.append(_load_unpinned(filt[0]))
             try:
-                progs = {"fw10": fw10._obj.programs["xdpkit_firewall"], "fw1m": fw1m._obj.programs["xdpkit_firewall"]}
+                progs = {"fw10": fw10._obj.programs["xdpkit_firewall"], "fw1m": fw1m._obj.programs["xdpkit_firewall"],
+                         "bare_drop": others[0].program()}
                 if filt:
-                    progs["xdp_filter"] = next(iter(others[0].programs.values()))
-                progs["bare_drop"] = others[-1].program()
+                    progs["xdp_filter"] = next(iter(others[1].programs.values()))
                 for fname, frame in frames.items():
                     log(f"firewall: per-packet cost, {fname} frame")
                     med, samples = _alternated(progs, frame)

@@ -15,6 +15,7 @@ APT_PACKAGES=(
   gcc                        # the C reference loop of the generator benchmark
   python3 python3-venv python3-pip
   make
+  xdp-tools                  # xdp-filter's objects: the firewall benchmark's reference
 )
 
 missing=()

@@ -84,6 +84,19 @@ class MapSpec:
     def max_entries(self, n: int) -> None:
         require().bpf_map__set_max_entries(self._ptr, int(n))
 
+    @property
+    def pin_path(self) -> str | None:
+        """Where libbpf pins (or reuses) this map at load: set by the object's `pinning`
+        attribute (LIBBPF_PIN_BY_NAME -> /sys/fs/bpf/NAME). None: not pinned."""
+        path = require().bpf_map__pin_path(self._ptr)
+        return _s(path) or None
+
+    @pin_path.setter
+    def pin_path(self, path: str | None) -> None:
+        ret = require().bpf_map__set_pin_path(self._ptr, os.fsencode(path) if path else ffi.NULL)
+        if ret < 0:
+            raise LoadError("bpf_map__set_pin_path", -ret, f"map {self.name}")
+
     def __repr__(self) -> str:
         return f"<MapSpec {self.name!r} type={MapType.name_of(self.type)} max_entries={self.max_entries}>"
 

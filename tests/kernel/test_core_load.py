@@ -130,3 +130,36 @@ def test_cli_verifier_error_one_line_and_verbose_log(tmp_path):
     assert lines[1] == "hint: run with -v to see the full verifier log"
     verbose = subprocess.run(cmd[:3] + ["-v"] + cmd[3:], capture_output=True, text=True)
     assert "processed" in verbose.stderr and "Traceback" not in verbose.stderr
+
+
+PINNED_SRC = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xdpkit_t_pinned SEC(".maps");
+SEC("xdp")
+int pinned_user(struct xdp_md *ctx)
+{
+	__u32 k = 0;
+	return bpf_map_lookup_elem(&xdpkit_t_pinned, &k) ? XDP_PASS : XDP_DROP;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_map_pinning_can_be_switched_off_before_load(tmp_path):
+    src = tmp_path / "pinned.bpf.c"
+    src.write_text(PINNED_SRC)
+    spec = ObjectSpec.from_file(src)
+    m = spec.maps["xdpkit_t_pinned"]
+    assert m.pin_path == "/sys/fs/bpf/xdpkit_t_pinned"  # what LIBBPF_PIN_BY_NAME asks for
+    m.pin_path = None
+    assert m.pin_path is None
+    with spec.load() as obj:
+        assert obj.program().run(b"\0" * 64).verdict is xdpkit.Verdict.XDP_PASS
+    assert not Path("/sys/fs/bpf/xdpkit_t_pinned").exists()

@@ -60,6 +60,7 @@ bool bpf_map__is_internal(const struct bpf_map *map);
 int bpf_map__set_initial_value(struct bpf_map *map, const void *data, size_t size);
 const void *bpf_map__initial_value(struct bpf_map *map, size_t *psize);
 int bpf_map__set_pin_path(struct bpf_map *map, const char *path);
+const char *bpf_map__pin_path(const struct bpf_map *map);
 int bpf_map__set_ifindex(struct bpf_map *map, __u32 ifindex);
 
 struct bpf_link *bpf_program__attach_xdp(const struct bpf_program *prog, int ifindex);
