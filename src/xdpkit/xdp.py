@@ -114,9 +114,14 @@ def mark_owned(prog_fd: int) -> None:
 
 # ---- query --------------------------------------------------------------------------------
 
-def _xdp_link_for(prog_id: int, ifindex: int) -> int | None:
-    """Id of the bpf_link that attaches ``prog_id`` at ``ifindex``, if attached by link."""
+def _xdp_links() -> dict[tuple[int, int], int]:
+    """Every XDP bpf_link in the kernel: (program id, ifindex) -> link id.
+
+    Link info has an ifindex but no namespace; a program attached twice under the same ifindex
+    in two namespaces is rare enough that the pair identifies the link.
+    """
     lib = require()
+    out = {}
     for lid in link_ids():
         fd = lib.bpf_link_get_fd_by_id(lid)
         if fd < 0:
@@ -124,16 +129,14 @@ def _xdp_link_for(prog_id: int, ifindex: int) -> int | None:
         try:
             info = ffi.new("struct bpf_link_info *")
             size = ffi.new("uint32_t *", ffi.sizeof("struct bpf_link_info"))
-            if lib.bpf_obj_get_info_by_fd(fd, info, size) < 0:
-                continue
-            if info.type == BPF_LINK_TYPE_XDP and info.prog_id == prog_id and info.u32s[0] == ifindex:
-                return lid
+            if lib.bpf_obj_get_info_by_fd(fd, info, size) == 0 and info.type == BPF_LINK_TYPE_XDP:
+                out[(info.prog_id, info.u32s[0])] = lid
         finally:
             os.close(fd)
-    return None
+    return out
 
 
-def _describe(ifname: str, ifindex: int, mode: str, prog_id: int) -> Attachment:
+def _describe(ifname: str, ifindex: int, mode: str, prog_id: int, links: dict) -> Attachment:
     att = Attachment(ifname=ifname, ifindex=ifindex, mode=mode, id=prog_id)
     try:
         with program_fd_by_id(prog_id) as fd:
@@ -151,26 +154,27 @@ def _describe(ifname: str, ifindex: int, mode: str, prog_id: int) -> Attachment:
             att.owner = "xdpkit"
             continue
         att.maps.append({"id": mi.id, "name": mi.name, "type": mi.type_name})
-    att.link_id = _xdp_link_for(prog_id, ifindex)
+    att.link_id = links.get((prog_id, ifindex))
     return att
 
 
-def _attachments_of(link: nl.LinkXdp) -> list[Attachment]:
-    out = []
-    for mode, pid in (("native", link.drv_prog_id), ("generic", link.skb_prog_id),
-                      ("offload", link.hw_prog_id)):
-        if pid:
-            out.append(_describe(link.ifname, link.ifindex, mode, pid))
-    return out
+def _attachments_of(link: nl.LinkXdp, links: dict | None = None) -> list[Attachment]:
+    ids = [(mode, pid) for mode, pid in (("native", link.drv_prog_id), ("generic", link.skb_prog_id),
+                                         ("offload", link.hw_prog_id)) if pid]
+    if ids and links is None:
+        links = _xdp_links()
+    return [_describe(link.ifname, link.ifindex, mode, pid, links) for mode, pid in ids]
 
 
 def query(iface=None) -> list[Attachment]:
     """XDP programs attached in the current network namespace (optionally on one interface)."""
     if iface is not None:
         return _attachments_of(nl.get_link(nl.ifindex_of(iface)))
+    ifaces = [link for link in nl.list_links() if link.drv_prog_id or link.skb_prog_id or link.hw_prog_id]
+    links = _xdp_links() if ifaces else {}  # one walk over the kernel's links for all of them
     out: list[Attachment] = []
-    for link in nl.list_links():
-        out.extend(_attachments_of(link))
+    for link in ifaces:
+        out.extend(_attachments_of(link, links))
     return out
 
 

@@ -78,22 +78,16 @@ def open_pinned_map(path: str | os.PathLike) -> Map:
 
 def find_map_ids(name: str) -> list[int]:
     """Ids of live maps with this name (BPF names are truncated to 15 characters)."""
-    out = []
-    for mid in map_ids():
-        try:
-            with map_fd_by_id(mid) as fd:
-                if map_info(fd.fd).name == name[:15]:
-                    out.append(mid)
-        except NotFoundError:
-            continue  # freed while we looked
-    return out
+    return [info.id for info in list_maps() if info.name == name[:15]]
 
 
-def attached_map_ids() -> list[int]:
-    """Ids of maps used by XDP programs attached in the current network namespace."""
+def attached_map_ids(name: str | None = None) -> list[int]:
+    """Ids of maps used by XDP programs attached in the current network namespace
+    (only those called ``name``, when given), each once."""
     from xdpkit.xdp import query
 
-    return [m["id"] for att in query() for m in att.maps]
+    ids = [m["id"] for att in query() for m in att.maps if name is None or m["name"] == name[:15]]
+    return list(dict.fromkeys(ids))
 
 
 def open_map(ref) -> Map:
@@ -107,15 +101,7 @@ def open_map(ref) -> Map:
     ref = str(ref)
     if ref.startswith("/"):
         return open_pinned_map(ref)
-    local = []
-    for mid in dict.fromkeys(attached_map_ids()):
-        try:
-            with map_fd_by_id(mid) as fd:
-                if map_info(fd.fd).name == ref[:15]:
-                    local.append(mid)
-        except NotFoundError:
-            continue
-    candidates = local or find_map_ids(ref)
+    candidates = attached_map_ids(ref) or find_map_ids(ref)
     if not candidates:
         raise NotFoundError(f"no BPF map named {ref!r}", hint="list maps with `xdpkit maps list`")
     if len(candidates) > 1:

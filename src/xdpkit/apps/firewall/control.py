@@ -234,10 +234,9 @@ class Firewall:
                 fresh.append(slots[i])
         if fresh:  # a new rule starts from zero: counters and rate state
             counters, tats = self._map("fw_counters"), self._map("fw_rl_rule")
-            zero_c = bytes(16)
             for s in fresh:
-                counters.update_raw(struct.pack("<I", s), zero_c * counters.ncpus if hasattr(counters, "ncpus") else zero_c)
-                tats.update_raw(struct.pack("<I", s), bytes(16))
+                counters.update_raw(struct.pack("<I", s), bytes(counters.value_buf_size))  # every CPU
+                tats.update_raw(struct.pack("<I", s), bytes(tats.value_buf_size))
             self._forget_sources(set(fresh))
         return slots  # type: ignore[return-value]
 
@@ -371,38 +370,35 @@ class Firewall:
     def stats(self) -> dict:
         gen = self.generation
         slots = self._slots(gen)
-        counters = self._map("fw_counters")
-        per_slot = {int.from_bytes(k, "little"): v for k, v in counters.raw_items()}
-        ncpu_stride = 16
+        per_slot = _summed_counters(self._map("fw_counters"))
         rules = []
         for i, r in enumerate(self.ruleset().rules):
-            raw = per_slot.get(slots[r.key()], b"")
-            pk = by = 0
-            for off in range(0, len(raw), ncpu_stride):
-                p, b = struct.unpack("<QQ", raw[off:off + 16])
-                pk += p
-                by += b
-            rules.append({"index": i + 1, "rule": r.text, "packets": pk, "bytes": by})
-        reasons = {}
-        for k, raw in self._map("fw_reasons").raw_items():
-            idx = int.from_bytes(k, "little")
-            pk = sum(struct.unpack("<Q", raw[o:o + 8])[0] for o in range(0, len(raw), 16))
-            by = sum(struct.unpack("<Q", raw[o + 8:o + 16])[0] for o in range(0, len(raw), 16))
-            if idx < len(REASONS):
-                reasons[REASONS[idx]] = {"packets": pk, "bytes": by}
+            packets, nbytes = per_slot.get(slots[r.key()], (0, 0))
+            rules.append({"index": i + 1, "rule": r.text, "packets": packets, "bytes": nbytes})
+        reasons = {REASONS[k]: {"packets": pk, "bytes": by}
+                   for k, (pk, by) in _summed_counters(self._map("fw_reasons")).items() if k < len(REASONS)}
         verdicts = {}
         vmap = self.maps.get("xdpkit_st_verdi")
         if vmap is not None:
-            for k, raw in vmap.raw_items():
-                idx = int.from_bytes(k, "little")
-                pk = sum(struct.unpack("<Q", raw[o:o + 8])[0] for o in range(0, len(raw), 16))
-                by = sum(struct.unpack("<Q", raw[o + 8:o + 16])[0] for o in range(0, len(raw), 16))
-                if idx < len(VERDICTS):
-                    verdicts[VERDICTS[idx]] = {"packets": pk, "bytes": by}
+            verdicts = {VERDICTS[k]: {"packets": pk, "bytes": by}
+                        for k, (pk, by) in _summed_counters(vmap).items() if k < len(VERDICTS)}
         memory = {m.name: _memlock(m.fd) for m in self.maps.values()}
         return {"ifname": self.ifname, "program_id": self.prog_id, "generation": gen, "rules": rules,
                 "reasons": reasons, "verdicts": verdicts, "memory_bytes": sum(memory.values()),
                 "memory_by_map": memory}
+
+
+def _summed_counters(m: Map) -> dict[int, tuple[int, int]]:
+    """A per-CPU array of {packets, bytes} read in one batch: index -> sums over CPUs."""
+    out = {}
+    for k, raw in m.raw_items():
+        pk = by = 0
+        for off in range(0, len(raw), 16):  # one 16-byte value per CPU (stride = value size)
+            p, b = struct.unpack_from("<QQ", raw, off)
+            pk += p
+            by += b
+        out[int.from_bytes(k, "little")] = (pk, by)
+    return out
 
 
 def load_config_file(path: str) -> RuleSet:

@@ -57,29 +57,21 @@ struct {
 	__type(value, struct fw_bitmap);
 } fw_bitmap SEC(".maps");
 
-#define FW_HASH4(name, size)                                   \
+#define FW_HASH(name, key_type, size)                          \
 	struct {                                               \
 		__uint(type, BPF_MAP_TYPE_HASH);               \
 		__uint(max_entries, size);                     \
 		__uint(map_flags, BPF_F_NO_PREALLOC);          \
-		__type(key, struct fw_key4);                   \
+		__type(key, key_type);                         \
 		__type(value, __u32);                          \
 	} name SEC(".maps")
 
-/* /24 tables: a u32 key (generation << 24 | block): hashing 4 bytes instead of 8 */
-#define FW_HASH24(name, size)                                  \
-	struct {                                               \
-		__uint(type, BPF_MAP_TYPE_HASH);               \
-		__uint(max_entries, size);                     \
-		__uint(map_flags, BPF_F_NO_PREALLOC);          \
-		__type(key, __u32);                            \
-		__type(value, __u32);                          \
-	} name SEC(".maps")
-
-FW_HASH24(fw_src4_24, 1 << 22);
-FW_HASH4(fw_src4_32, 1 << 22);
-FW_HASH24(fw_dst4_24, 1 << 22);
-FW_HASH4(fw_dst4_32, 1 << 22);
+/* /24 tables: a u32 key (generation << 24 | block), hashing 4 bytes instead of 8;
+ * /32 tables: struct fw_key4 {generation, address} */
+FW_HASH(fw_src4_24, __u32, 1 << 22);
+FW_HASH(fw_src4_32, struct fw_key4, 1 << 22);
+FW_HASH(fw_dst4_24, __u32, 1 << 22);
+FW_HASH(fw_dst4_32, struct fw_key4, 1 << 22);
 
 #define FW_LPM6(name)                                          \
 	struct {                                               \
@@ -197,6 +189,23 @@ static __always_inline int fw_finish(struct xdp_md *ctx, struct fw_pkt *p, __u32
 	/* Verdicts only: the firewall's own reasons and rule counters say the rest, and every
 	 * counter costs time on the path that drops floods. */
 	return xdpkit_stats_verdict(ctx, drop ? XDP_DROP : XDP_PASS);
+}
+
+static __always_inline struct fw_rule *fw_rule_at(__u32 gen, __u32 index)
+{
+	__u32 idx = gen * FW_MAX_RULES + (index & (FW_MAX_RULES - 1));
+
+	return bpf_map_lookup_elem(&fw_rule, &idx);
+}
+
+/* A rule without a rate decided: count it and apply its action. */
+static __always_inline int fw_by_rule(struct xdp_md *ctx, struct fw_pkt *p, struct fw_gen *g,
+				      struct fw_rule *r)
+{
+	if (!r)
+		return fw_finish(ctx, p, FW_R_POLICY, g->policy_drop);
+	fw_count(&fw_counters, r->slot & (FW_MAX_RULES - 1), p->len);
+	return fw_finish(ctx, p, FW_R_RULE, r->drop);
 }
 
 static __always_inline __u32 fw_table(void *map, __u32 gen, __u32 size, __u32 key)
@@ -317,7 +326,7 @@ static int fw_scan_step(__u32 i, void *data)
 {
 	struct fw_scan *sc = data;
 	struct fw_rule *r;
-	__u32 idx, w;
+	__u32 w;
 	__u64 word = 0;
 
 	for (w = 0; w < FW_WORDS; w++) {
@@ -327,8 +336,7 @@ static int fw_scan_step(__u32 i, void *data)
 	}
 	if (!word || w >= FW_WORDS)
 		return 1;
-	idx = sc->gen * FW_MAX_RULES + ((w * 64 + fw_ctz(word)) & (FW_MAX_RULES - 1));
-	r = bpf_map_lookup_elem(&fw_rule, &idx);
+	r = fw_rule_at(sc->gen, w * 64 + fw_ctz(word));
 	if (!r)
 		return 1;
 	if (r->rated && fw_within_rate(r, sc)) {
@@ -522,15 +530,8 @@ int xdpkit_firewall(struct xdp_md *ctx)
 
 	if (g->fields & FW_F_SRC) {
 		c_src = fw_src_class(&p, g, gen);
-		if (c_src >> 16) {
-			__u32 di = gen * FW_MAX_RULES + (((c_src >> 16) - 1) & (FW_MAX_RULES - 1));
-			struct fw_rule *dr = bpf_map_lookup_elem(&fw_rule, &di);
-
-			if (!dr)
-				return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
-			fw_count(&fw_counters, dr->slot & (FW_MAX_RULES - 1), p.len);
-			return fw_finish(ctx, &p, FW_R_RULE, dr->drop);
-		}
+		if (c_src >> 16)
+			return fw_by_rule(ctx, &p, g, fw_rule_at(gen, (c_src >> 16) - 1));
 	}
 	struct fw_scan sc = { .gen = gen, .family = p.family, .len = p.len, .src4 = p.src4, .c_src = c_src };
 
@@ -539,15 +540,8 @@ int xdpkit_firewall(struct xdp_md *ctx)
 
 	if (decided < 0)
 		return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
-	if (decided > 0) {
-		__u32 di = gen * FW_MAX_RULES + ((decided - 1) & (FW_MAX_RULES - 1));
-		struct fw_rule *dr = bpf_map_lookup_elem(&fw_rule, &di);
-
-		if (!dr)
-			return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
-		fw_count(&fw_counters, dr->slot & (FW_MAX_RULES - 1), p.len);
-		return fw_finish(ctx, &p, FW_R_RULE, dr->drop);
-	}
+	if (decided > 0)
+		return fw_by_rule(ctx, &p, g, fw_rule_at(gen, decided - 1));
 	/* Fast path: the first matching rule decides unless it is rated. */
 	__u64 word = 0;
 	__u32 w;
@@ -559,15 +553,10 @@ int xdpkit_firewall(struct xdp_md *ctx)
 	}
 	if (!word || w >= FW_WORDS)
 		return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
-	__u32 idx = gen * FW_MAX_RULES + ((w * 64 + fw_ctz(word)) & (FW_MAX_RULES - 1));
-	struct fw_rule *r = bpf_map_lookup_elem(&fw_rule, &idx);
+	struct fw_rule *r = fw_rule_at(gen, w * 64 + fw_ctz(word));
 
-	if (!r)
-		return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
-	if (!r->rated) {
-		fw_count(&fw_counters, r->slot & (FW_MAX_RULES - 1), p.len);
-		return fw_finish(ctx, &p, FW_R_RULE, r->drop);
-	}
+	if (!r || !r->rated)
+		return fw_by_rule(ctx, &p, g, r);
 	/* The first rated rule is checked here: a flood over the rate ends without bpf_loop. */
 	if (!fw_within_rate(r, &sc)) {
 		fw_count(&fw_counters, r->slot & (FW_MAX_RULES - 1), p.len);
