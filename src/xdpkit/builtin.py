@@ -18,6 +18,8 @@ SOURCES = {
     "firewall": PACKAGE_DIR / "apps" / "firewall" / "firewall.bpf.c",
     "stats": PACKAGE_DIR / "tools" / "stats.bpf.c",
     "monitor": PACKAGE_DIR / "tools" / "monitor.bpf.c",
+    "lb": PACKAGE_DIR / "apps" / "lb" / "lb.bpf.c",
+    "lb_decap": PACKAGE_DIR / "apps" / "lb" / "decap.bpf.c",
 }
 INCLUDE_DIR = PACKAGE_DIR / "bpf" / "include" / "xdpkit"
 

@@ -164,3 +164,11 @@ def nsid_of(netns_path: str) -> int | None:
         os.close(fd)
     nsid = (res or {}).get("nsid")
     return None if nsid is None or nsid >= 0x7FFFFFFF else nsid
+
+
+def addresses(ifindex: int) -> list[str]:
+    """The interface's global-scope IP addresses (IPv4 first), without prefix lengths."""
+    with IPRoute() as ipr:
+        msgs = ipr.get_addr(index=ifindex)
+    out = [(m["family"], m.get_attr("IFA_ADDRESS")) for m in msgs if m["scope"] == 0]
+    return [a for _, a in sorted(out, key=lambda fa: fa[0] != socket.AF_INET) if a]

@@ -1,0 +1,529 @@
+"""The load balancer's control plane: a config in, kernel tables out; counters back.
+
+    lb = LoadBalancer.load("eth0", load_config_file("lb.toml"))   # fill, attach (persistent)
+    lb = LoadBalancer.open("eth0")                                # any later process
+    lb.add_backend("tcp/198.18.200.1:80", "198.18.24.2", weight=2)
+    lb.drain("tcp/198.18.200.1:80", "198.18.21.2")                # no new flows, old ones stay
+    lb.stats()
+    LoadBalancer.unload("eth0")
+
+The kernel holds the whole state: the tables the program reads, and the config they came from
+(JSON in the lb_state map, bound to the program), so no file or daemon is needed to change it.
+
+Writes are ordered so that a packet never meets a half-made service: new backend slots, then
+Maglev tables, then the VIP entries that point at them; removed VIPs go next, and removed
+backend slots are freed last (their generation changes, so remembered flows re-hash).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import struct
+import time
+from dataclasses import dataclass, replace
+
+from xdpkit._sys import netlink as nl
+from xdpkit.apps.lb import maglev
+from xdpkit.apps.lb.config import PROTOCOLS, BackendConfig, LbConfig, VipConfig, parse_dict, validate
+from xdpkit.apps.lb.flowhash import flow_hash, flow_key
+from xdpkit.builtin import builtin_object
+from xdpkit.errors import ConfigError, NotFoundError, XdpkitError
+from xdpkit.kernel import bind_map
+from xdpkit.maps import Map, open_map_by_id
+from xdpkit.object import ObjectSpec
+from xdpkit.xdp import XdpMode, detach, query
+
+PROGRAM = "xdpkit_lb"
+DECAP_PROGRAM = "xdpkit_lb_decap"
+EVENTS = ("flow_hit", "flow_miss", "not_vip", "no_backend", "encap_error", "too_big_icmp",
+          "too_big_drop", "malformed", "fragment")
+DECAP_EVENTS = ("decap_v4", "decap_v6", "pass", "error")
+SLOT_NONE = 0xFFFFFFFF
+VIP_NO_SPORT = 1
+STATE_CHUNK = 4096
+_VIP = struct.Struct("<IIII")              # struct lb_vip
+_BACKEND = struct.Struct("<16sIIB3x")      # struct lb_backend
+_CFG = struct.Struct("<I4s4s16s4sH6s6sBB4x")  # struct lb_cfg
+
+
+@dataclass
+class Limits:
+    """Map sizes, fixed at load time (``xdpkit lb load --max-vips ...``)."""
+
+    vips: int = 64
+    backends: int = 4096
+    ring: int = 16 * maglev.DEFAULT_SIZE   # Maglev slots shared by all VIPs
+    flows: int = 131072                     # LRU connection-tracking entries
+
+
+@dataclass
+class ApplyResult:
+    vips: int
+    backends: int
+    tables_built: int
+    seconds: float
+
+
+def _addr16(address: str) -> bytes:
+    return ipaddress.ip_address(address).packed.ljust(16, b"\0")
+
+
+def _vip_key(v: VipConfig) -> bytes:
+    return _addr16(v.address) + struct.pack("!H", v.port) + bytes([PROTOCOLS[v.protocol], v.family])
+
+
+def _backend_id(vip: VipConfig, address: str) -> str:
+    return f"{vip.key} {address}"
+
+
+def _summed(m: Map) -> dict[int, tuple[int, int]]:
+    """Per-CPU {packets, bytes} array -> index: sums (one batch read)."""
+    out = {}
+    for k, raw in m.raw_items():
+        pk = by = 0
+        for off in range(0, len(raw), 16):
+            p, b = struct.unpack_from("<QQ", raw, off)
+            pk += p
+            by += b
+        out[int.from_bytes(k, "little")] = (pk, by)
+    return out
+
+
+def _zero(m: Map, indexes) -> None:
+    indexes = list(indexes)
+    if indexes:
+        m.update_batch_raw([(struct.pack("<I", i), bytes(m.value_buf_size)) for i in indexes])
+
+
+class LoadBalancer:
+    """The load balancer attached to one interface (maps from a fresh load or from the kernel)."""
+
+    def __init__(self, ifname: str, maps: dict[str, Map], *, obj=None, prog_id: int = 0):
+        self.ifname = ifname
+        self.maps = maps
+        self._obj = obj
+        self.prog_id = prog_id
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    @classmethod
+    def load(cls, iface, config: LbConfig | None = None, *, mode=XdpMode.AUTO, force: bool = False,
+             limits: Limits | None = None) -> "LoadBalancer":
+        """Load the program, apply ``config`` and attach it to ``iface`` (persistent, netlink)."""
+        ifname = nl.ifname_of(nl.ifindex_of(iface))
+        if _find(ifname) is not None:
+            raise XdpkitError(f"a load balancer is already loaded on {ifname}",
+                              hint=f"change it with `xdpkit lb apply {ifname} CONFIG` or unload it first")
+        limits = limits or Limits()
+        for what, n, lo in (("max VIPs", limits.vips, 1), ("max backends", limits.backends, 1),
+                            ("Maglev slots", limits.ring, 3), ("flow entries", limits.flows, 1024)):
+            if not lo <= n <= 1 << 26:
+                raise ConfigError(f"{what} {n} is out of range {lo}..{1 << 26}")
+        spec = ObjectSpec.from_file(builtin_object("lb"))
+        try:
+            for name, n in (("lb_vips", limits.vips), ("lb_vip_stats", limits.vips), ("lb_ring", limits.ring),
+                            ("lb_backends", limits.backends), ("lb_be_stats", limits.backends),
+                            ("lb_flows", limits.flows)):
+                spec.maps[name].max_entries = n
+            obj = spec.load()
+        finally:
+            spec.close()
+        try:
+            prog = obj.programs[PROGRAM]
+            bind_map(prog.fd, obj.maps["lb_state"].fd)  # read by the control plane only
+            lb = cls(ifname, {m.name[:15]: m for m in obj.maps.values()}, obj=obj, prog_id=prog.id)
+            lb._clear_ring()
+            lb.apply(config or LbConfig())
+            prog.attach(ifname, mode=mode, netlink=True, force=force)
+            return lb
+        except BaseException:
+            obj.close()
+            raise
+
+    @classmethod
+    def open(cls, iface) -> "LoadBalancer":
+        """The load balancer attached to ``iface`` by any earlier process."""
+        ifname = nl.ifname_of(nl.ifindex_of(iface))
+        att = _find(ifname)
+        if att is None:
+            raise NotFoundError(f"no xdpkit load balancer on {ifname}", hint=f"load one: xdpkit lb load {ifname}")
+        maps: dict[str, Map] = {}
+        try:
+            for m in att.maps:
+                mp = open_map_by_id(m["id"])
+                maps[mp.name] = mp
+        except BaseException:
+            for mp in maps.values():
+                mp.close()
+            raise
+        return cls(ifname, maps, prog_id=att.id)
+
+    @staticmethod
+    def unload(iface) -> None:
+        ifname = nl.ifname_of(nl.ifindex_of(iface))
+        if _find(ifname) is None:
+            raise NotFoundError(f"no xdpkit load balancer on {ifname}")
+        detach(ifname)
+
+    def close(self) -> None:
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+        else:
+            for m in self.maps.values():
+                m.close()
+        self.maps = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _map(self, name: str) -> Map:
+        try:
+            return self.maps[name[:15]]
+        except KeyError:
+            raise XdpkitError(f"load balancer map {name} not found (program {self.prog_id})") from None
+
+    # ---- the state kept in the kernel -----------------------------------------------------
+    def _state(self) -> dict:
+        m = self._map("lb_state")
+        head = m.lookup_raw(struct.pack("<I", 0)) or b""
+        n = int.from_bytes(head[:4], "little")
+        if n == 0:
+            return {"config": {}, "down": [], "tables": {}}
+        raw = bytearray(head[4:])
+        i = 1
+        while len(raw) < n:
+            raw += m.lookup_raw(struct.pack("<I", i))
+            i += 1
+        return json.loads(bytes(raw[:n]))
+
+    def _save_state(self, state: dict) -> None:
+        m = self._map("lb_state")
+        blob = json.dumps(state, separators=(",", ":")).encode()
+        data = len(blob).to_bytes(4, "little") + blob
+        chunks = [data[i:i + STATE_CHUNK].ljust(STATE_CHUNK, b"\0") for i in range(0, len(data), STATE_CHUNK)]
+        if len(chunks) > m.max_entries:
+            raise ConfigError(f"the configuration is too large to keep in the kernel "
+                              f"({len(blob)} bytes, at most {m.max_entries * STATE_CHUNK - 4})")
+        # Chunk 0 (with the length) is written last: a reader never sees a length beyond the data.
+        m.update_batch_raw([(struct.pack("<I", i), c) for i, c in enumerate(chunks)][1:] or [])
+        m.update_raw(struct.pack("<I", 0), chunks[0])
+
+    def config(self) -> LbConfig:
+        """The configuration in force (admin weights; health state is separate, see ``down``)."""
+        return parse_dict(self._state()["config"])
+
+    def down(self) -> set[str]:
+        """Backends the health checker marked down, as ``"<vip key> <address>"``."""
+        return set(self._state()["down"])
+
+    # ---- applying a config ------------------------------------------------------------------
+    def apply(self, cfg: LbConfig, *, down: set[str] | None = None) -> ApplyResult:
+        """Make ``cfg`` the configuration in force; flows of kept backends stay where they are."""
+        t0 = time.monotonic()
+        cfg = validate(cfg)
+        state = self._state()
+        down = set(state["down"] if down is None else down)
+        ifindex = nl.ifindex_of(self.ifname)
+        cfg_raw = self._cfg_bytes(cfg, ifindex)
+
+        vip_map, be_map = self._map("lb_vips"), self._map("lb_backends")
+        old_vips = {k: _VIP.unpack(v) for k, v in vip_map.raw_items()}
+        old_slots = {}
+        gens = {}
+        for k, v in be_map.raw_items():
+            slot = int.from_bytes(k, "little")
+            addr, gen, vip_id, family = _BACKEND.unpack(v)
+            gens[slot] = gen
+            if family:
+                old_slots[(vip_id, addr)] = slot
+
+        # VIP ids and Maglev regions: kept VIPs keep theirs, so their flows and tables stay.
+        new_keys = {_vip_key(v): v for v in cfg.vips}
+        if len(new_keys) > vip_map.max_entries:
+            raise ConfigError(f"{len(new_keys)} VIPs; this load balancer holds at most {vip_map.max_entries}",
+                              hint="reload it with a larger --max-vips")
+        kept = {k: old_vips[k] for k in new_keys if k in old_vips and old_vips[k][2] == new_keys[k].table_size}
+        used_ids = {v[0] for v in kept.values()}
+        regions = sorted((v[1], v[1] + v[2]) for v in kept.values())
+        ring_size = self._map("lb_ring").max_entries
+        placed = {}
+        free_ids = (i for i in range(vip_map.max_entries) if i not in used_ids)
+        for k, v in new_keys.items():
+            if k in kept:
+                placed[k] = kept[k][:3]
+                continue
+            vid = old_vips[k][0] if k in old_vips else next(free_ids)
+            base = _first_fit(regions, v.table_size, ring_size)
+            if base is None:
+                raise ConfigError(f"VIP {v.key}: no room for a table of {v.table_size} slots "
+                                  f"(the load balancer has {ring_size} in all)",
+                                  hint="use a smaller table_size or reload with a larger --ring")
+            regions = sorted(regions + [(base, base + v.table_size)])
+            placed[k] = (vid, base, v.table_size)
+
+        # Backend slots: one per (VIP, backend); kept pairs keep slot and generation.
+        wanted = {}
+        for k, v in new_keys.items():
+            for b in v.backends:
+                wanted[(placed[k][0], _addr16(b.address))] = (v, b)
+        taken = {old_slots[p] for p in wanted if p in old_slots}
+        free_slots = (s for s in range(be_map.max_entries) if s not in taken and s not in old_slots.values())
+        slot_of = {}
+        fresh = []
+        for p, (v, b) in wanted.items():
+            if p in old_slots:
+                slot_of[p] = old_slots[p]
+                continue
+            s = next(free_slots, None)
+            if s is None:
+                raise ConfigError(f"more than {be_map.max_entries} backends in all",
+                                  hint="reload with a larger --max-backends")
+            slot_of[p] = s
+            fresh.append((s, p, b))
+
+        # Tables: rebuilt only where their inputs changed.
+        tables = {}
+        signatures = state.get("tables", {})
+        new_signatures = {}
+        for k, v in new_keys.items():
+            vid, base, size = placed[k]
+            active = [maglev.Backend(b.address, 0 if _backend_id(v, b.address) in down else b.weight)
+                      for b in v.backends]
+            sig = json.dumps([cfg.seed, base, size, sorted((x.name, x.weight) for x in active)])
+            new_signatures[v.key] = sig
+            if signatures.get(v.key) == sig and k in kept:
+                continue
+            slots = [slot_of[(vid, _addr16(b.address))] for b in v.backends]
+            if any(x.weight for x in active):
+                table = maglev.build_table(active, size=size, seed=cfg.seed)
+                tables[k] = (base, [slots[i] for i in table])
+            else:
+                tables[k] = (base, [SLOT_NONE] * size)
+
+        # ---- writes, in an order packets can live with ----
+        _zero(self._map("lb_be_stats"), (s for s, _, _ in fresh))
+        _zero(self._map("lb_vip_stats"), (placed[k][0] for k in new_keys if k not in old_vips))
+        if fresh:
+            be_map.update_batch_raw([(struct.pack("<I", s), _BACKEND.pack(addr, (gens.get(s, 0) + 1) & 0xFFFFFFFF,
+                                                                          vid, b.family))
+                                     for s, (vid, addr), b in fresh])
+        ring = self._map("lb_ring")
+        for base, entries in tables.values():
+            keys = struct.pack(f"<{len(entries)}I", *range(base, base + len(entries)))
+            ring.update_batch_buffers(keys, struct.pack(f"<{len(entries)}I", *entries), len(entries))
+        self._map("lb_cfg").update_raw(struct.pack("<I", 0), cfg_raw)
+        if new_keys:
+            vip_map.update_batch_raw([(k, _VIP.pack(*placed[k], VIP_NO_SPORT if v.hash == "no-sport" else 0))
+                                      for k, v in new_keys.items()])
+        for k in old_vips:
+            if k not in new_keys:
+                vip_map.delete_raw(k)
+        gone = [s for p, s in old_slots.items() if p not in wanted]
+        if gone:
+            be_map.update_batch_raw([(struct.pack("<I", s), _BACKEND.pack(bytes(16), (gens[s] + 1) & 0xFFFFFFFF, 0, 0))
+                                     for s in gone])
+        keys = {_backend_id(v, b.address) for v in cfg.vips for b in v.backends}
+        self._save_state({"config": cfg.to_dict(), "down": sorted(down & keys), "tables": new_signatures})
+        return ApplyResult(vips=len(new_keys), backends=len(wanted), tables_built=len(tables),
+                           seconds=time.monotonic() - t0)
+
+    def _cfg_bytes(self, cfg: LbConfig, ifindex: int) -> bytes:
+        link = nl.get_link(ifindex)
+        addrs = nl.addresses(ifindex)
+        families = {b.family for v in cfg.vips for b in v.backends}
+        src4, host4 = _source(cfg.encap_source_v4, addrs, 4, 4 in families, self.ifname)
+        src6, host6 = _source(cfg.encap_source_v6, addrs, 6, 6 in families, self.ifname)
+        mtu = cfg.mtu or link.mtu or 1500
+        tx_mac, redirect = b"\0" * 6, 0
+        if cfg.redirect:
+            out = nl.get_link(nl.ifindex_of(cfg.redirect))
+            tx_mac, redirect = bytes.fromhex(out.address.replace(":", "")), 1
+            self._map("lb_tx_port").update_raw(struct.pack("<I", 0), struct.pack("<I", out.ifindex))
+        gw = bytes.fromhex(cfg.gateway_mac.replace(":", "")) if cfg.gateway_mac else b"\0" * 6
+        return _CFG.pack(cfg.seed, src4[:4], host4, src6, host6, mtu, gw, tx_mac, redirect, int(bool(cfg.gateway_mac)))
+
+    def _clear_ring(self) -> None:
+        ring = self._map("lb_ring")
+        n = ring.max_entries
+        ring.update_batch_buffers(struct.pack(f"<{n}I", *range(n)), struct.pack("<I", SLOT_NONE) * n, n)
+
+    # ---- editing ---------------------------------------------------------------------------
+    def add_vip(self, vip: VipConfig) -> ApplyResult:
+        cfg = self.config()
+        if any(v.key == vip.key for v in cfg.vips):
+            raise ConfigError(f"VIP {vip.key} exists already")
+        return self.apply(cfg.with_vip(vip))
+
+    def delete_vip(self, key: str) -> ApplyResult:
+        return self.apply(self.config().without_vip(key))
+
+    def _edit_backends(self, key: str, edit) -> ApplyResult:
+        cfg = self.config()
+        vip = cfg.vip(key)
+        return self.apply(cfg.with_vip(replace(vip, backends=tuple(edit(vip)))))
+
+    def add_backend(self, key: str, address: str, weight: int = 1) -> ApplyResult:
+        b = BackendConfig(address=str(ipaddress.ip_address(address)), weight=weight)
+
+        def edit(vip):
+            if any(x.address == b.address for x in vip.backends):
+                raise ConfigError(f"VIP {vip.key} has backend {b.address} already")
+            return [*vip.backends, b]
+        return self._edit_backends(key, edit)
+
+    def delete_backend(self, key: str, address: str) -> ApplyResult:
+        def edit(vip):
+            gone = vip.backend(address)
+            return [x for x in vip.backends if x != gone]
+        return self._edit_backends(key, edit)
+
+    def set_weight(self, key: str, address: str, weight: int) -> ApplyResult:
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 65535:
+            raise ConfigError(f"weight {weight!r} must be an integer in 0..65535")
+
+        def edit(vip):
+            which = vip.backend(address)
+            return [replace(x, weight=weight) if x == which else x for x in vip.backends]
+        return self._edit_backends(key, edit)
+
+    def drain(self, key: str, address: str) -> ApplyResult:
+        """Weight 0: the backend gets no new flows and keeps the ones it has."""
+        return self.set_weight(key, address, 0)
+
+    def set_health(self, key: str, address: str, up: bool) -> ApplyResult:
+        """The health checker's verdict: a down backend is drained until it is up again."""
+        vip = self.config().vip(key)
+        bid = _backend_id(vip, vip.backend(address).address)
+        down = self.down()
+        down = down - {bid} if up else down | {bid}
+        return self.apply(self.config(), down=down)
+
+    # ---- reading ----------------------------------------------------------------------------
+    def backend_of(self, src: str, dst: str, proto: str, sport: int, dport: int) -> str | None:
+        """The backend a flow goes to: its remembered backend, or the one Maglev picks now."""
+        cfg = self.config()
+        vip = None
+        for v in cfg.vips:
+            if v.address == str(ipaddress.ip_address(dst)) and v.protocol == proto and v.port in (dport, 0):
+                if vip is None or v.port:
+                    vip = v
+        if vip is None:
+            return None
+        key = flow_key(src, dst, proto, 0 if vip.hash == "no-sport" else sport, dport)
+        be_map = self._map("lb_backends")
+        remembered = self._map("lb_flows").lookup_raw(key)
+        if remembered:
+            slot, gen = struct.unpack_from("<II", remembered)
+            addr, bgen, _vid, family = _BACKEND.unpack(be_map.lookup_raw(struct.pack("<I", slot)))
+            if family and bgen == gen:
+                return str(ipaddress.ip_address(addr[:4] if family == 4 else addr))
+        vid, base, size, _flags = _VIP.unpack(self._map("lb_vips").lookup_raw(_vip_key(vip)))
+        slot = struct.unpack("<I", self._map("lb_ring").lookup_raw(
+            struct.pack("<I", base + flow_hash(key, cfg.seed) % size)))[0]
+        if slot == SLOT_NONE:
+            return None
+        addr, _gen, _vid, family = _BACKEND.unpack(be_map.lookup_raw(struct.pack("<I", slot)))
+        return str(ipaddress.ip_address(addr[:4] if family == 4 else addr))
+
+    def stats(self) -> dict:
+        cfg = self.config()
+        down = self.down()
+        vip_stats = _summed(self._map("lb_vip_stats"))
+        be_stats = _summed(self._map("lb_be_stats"))
+        placed = {k: _VIP.unpack(v) for k, v in self._map("lb_vips").raw_items()}
+        slots = {}
+        for k, v in self._map("lb_backends").raw_items():
+            addr, _gen, vid, family = _BACKEND.unpack(v)
+            if family:
+                slots[(vid, addr)] = int.from_bytes(k, "little")
+        vips = []
+        for v in cfg.vips:
+            vid = placed[_vip_key(v)][0]
+            pk, by = vip_stats.get(vid, (0, 0))
+            backends = []
+            for b in v.backends:
+                bpk, bby = be_stats.get(slots.get((vid, _addr16(b.address)), -1), (0, 0))
+                healthy = _backend_id(v, b.address) not in down
+                backends.append({"address": b.address, "weight": b.weight, "healthy": healthy,
+                                 "state": "down" if not healthy else "drained" if b.weight == 0 else "active",
+                                 "packets": bpk, "bytes": bby})
+            vips.append({"vip": v.key, "hash": v.hash, "table_size": v.table_size, "packets": pk, "bytes": by,
+                         "backends": backends})
+        events = {EVENTS[k]: {"packets": pk, "bytes": by}
+                  for k, (pk, by) in _summed(self._map("lb_events")).items() if k < len(EVENTS)}
+        return {"ifname": self.ifname, "program_id": self.prog_id, "vips": vips, "events": events,
+                "flows": {"hits": events.get("flow_hit", {}).get("packets", 0),
+                          "misses": events.get("flow_miss", {}).get("packets", 0),
+                          "capacity": self._map("lb_flows").max_entries}}
+
+
+def _first_fit(regions: list[tuple[int, int]], size: int, capacity: int) -> int | None:
+    at = 0
+    for lo, hi in regions:
+        if lo - at >= size:
+            return at
+        at = max(at, hi)
+    return at if capacity - at >= size else None
+
+
+def _source(prefix: str, addrs: list[str], family: int, needed: bool, ifname: str) -> tuple[bytes, bytes]:
+    """(network-order base address, network-order host mask) for outer source addresses."""
+    width = 4 if family == 4 else 16
+    if prefix:
+        net = ipaddress.ip_network(prefix)
+    else:
+        mine = [a for a in addrs if ipaddress.ip_address(a).version == family]
+        if not mine:
+            if needed:
+                raise ConfigError(f"IPv{family} backends need an outer IPv{family} source, and {ifname} has "
+                                  f"no IPv{family} address", hint=f"set encap_source_v{family} in the config")
+            return bytes(width), bytes(4)
+        net = ipaddress.ip_network(mine[0])
+    host_bits = min(net.max_prefixlen - net.prefixlen, 32)
+    mask = ((1 << host_bits) - 1).to_bytes(4, "big")
+    return net.network_address.packed, mask
+
+
+def _find(ifname: str):
+    for att in query(ifname):
+        if att.name == PROGRAM and att.ours:
+            return att
+    return None
+
+
+# ---- backend side ------------------------------------------------------------------------------
+
+def decap_load(iface, *, mode=XdpMode.AUTO, force: bool = False) -> int:
+    """Attach the decapsulation program to a backend's interface (persistent). Returns its id."""
+    from xdpkit.object import Object
+
+    ifname = nl.ifname_of(nl.ifindex_of(iface))
+    with Object.from_file(builtin_object("lb_decap"), program=DECAP_PROGRAM) as obj:
+        prog = obj.programs[DECAP_PROGRAM]
+        prog.attach(ifname, mode=mode, netlink=True, force=force)
+        return prog.id
+
+
+def decap_unload(iface) -> None:
+    ifname = nl.ifname_of(nl.ifindex_of(iface))
+    if not any(a.name == DECAP_PROGRAM and a.ours for a in query(ifname)):
+        raise NotFoundError(f"no xdpkit decapsulation program on {ifname}")
+    detach(ifname)
+
+
+def decap_stats(iface) -> dict:
+    ifname = nl.ifname_of(nl.ifindex_of(iface))
+    for att in query(ifname):
+        if att.name == DECAP_PROGRAM and att.ours:
+            for m in att.maps:
+                if m["name"].startswith("lb_decap_event"):
+                    with open_map_by_id(m["id"]) as mp:
+                        counts = _summed(mp)
+                    return {"ifname": ifname, "program_id": att.id,
+                            "events": {DECAP_EVENTS[k]: {"packets": p, "bytes": b}
+                                       for k, (p, b) in counts.items() if k < len(DECAP_EVENTS)}}
+    raise NotFoundError(f"no xdpkit decapsulation program on {ifname}",
+                        hint=f"load one: xdpkit lb decap load {ifname}")

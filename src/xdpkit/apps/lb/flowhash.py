@@ -1,0 +1,76 @@
+"""The data plane's flow hash, in Python: which Maglev slot and outer source a flow gets.
+
+It mirrors ``lb_hash`` in lb.bpf.c bit for bit (MurmurHash3 x86_32 mixing over the 32-bit
+words of ``struct lb_flow_key`` as they lie in memory, seeded), so the control plane and tests
+can predict the backend of a flow without sending it, and ``xdpkit lb lookup`` can answer
+"where does this flow go" on any node with the same config.
+"""
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from xdpkit.apps.lb.config import PROTOCOLS
+
+_M32 = 0xFFFFFFFF
+
+
+def _rol(x: int, r: int) -> int:
+    return ((x << r) | (x >> (32 - r))) & _M32
+
+
+def _mix(h: int, k: int) -> int:
+    k = (k * 0xCC9E2D51) & _M32
+    k = _rol(k, 15)
+    k = (k * 0x1B873593) & _M32
+    h ^= k
+    h = _rol(h, 13)
+    return (h * 5 + 0xE6546B64) & _M32
+
+
+def _fmix(h: int, length: int) -> int:
+    h ^= length
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & _M32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & _M32
+    h ^= h >> 16
+    return h
+
+
+def flow_key(src: str, dst: str, proto: str | int, sport: int, dport: int) -> bytes:
+    """``struct lb_flow_key`` for a flow (ports 0 for fragments and no-sport VIPs)."""
+    s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    if s.version != d.version:
+        raise ValueError(f"{src} and {dst} are of different IP versions")
+    p = PROTOCOLS[proto] if isinstance(proto, str) else int(proto)
+    return (s.packed.ljust(16, b"\0") + d.packed.ljust(16, b"\0")
+            + struct.pack("!HH", sport, dport) + struct.pack("BBxx", p, s.version))
+
+
+def flow_hash(key: bytes, seed: int) -> int:
+    """The 32-bit hash of a packed flow key, as the BPF program computes it."""
+    words = struct.unpack("<10I", key)  # the program reads the struct's words in host order
+    h = seed & _M32
+    if key[37] == 4:
+        for w in (words[0], words[4], words[8], words[9]):
+            h = _mix(h, w)
+        return _fmix(h, 16)
+    for w in words:
+        h = _mix(h, w)
+    return _fmix(h, 40)
+
+
+def outer_source(hash_: int, prefix: str) -> str:
+    """The outer source address the program derives from ``hash_`` within ``prefix``.
+
+    The program ORs ``hash & hostmask`` into the address's last 32-bit word as loaded from
+    memory (little-endian hosts), so the hash's bytes land in the address reversed.
+    """
+    net = ipaddress.ip_network(prefix)
+    packed = net.network_address.packed
+    host_bits = min(net.max_prefixlen - net.prefixlen, 32)
+    word = int.from_bytes(packed[-4:], "little")
+    mask = int.from_bytes(((1 << host_bits) - 1).to_bytes(4, "big"), "little")
+    last = (word | (hash_ & mask)).to_bytes(4, "little")
+    return str(ipaddress.ip_address(packed[:-4] + last))

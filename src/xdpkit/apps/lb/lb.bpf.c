@@ -1,0 +1,482 @@
+// SPDX-License-Identifier: GPL-2.0
+/* xdpkit L4 load balancer: VIP lookup, connection tracking, Maglev, IPIP/IP6IP6 encapsulation.
+ *
+ * Packets for a VIP (address, protocol, port) are encapsulated towards one backend and sent
+ * back out with XDP_TX (or XDP_REDIRECT): direct server return, the backend answers the client.
+ * Everything else passes untouched. Per packet: one config lookup, one or two VIP lookups, one
+ * flow-table lookup (plus, for a new flow, a hash, a Maglev slot and an insert).
+ *
+ * Not handled here, on purpose: VLAN-tagged frames and IPv6 extension headers other than a
+ * fragment header pass untouched; fragments are balanced on addresses only (they carry no
+ * ports), so only all-ports VIPs receive them; ICMP to a VIP passes to the local stack.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <linux/icmp.h>
+#include <linux/icmpv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "lb.h"
+
+#define LB_IP_DF 0x4000
+#define LB_IP_FRAG 0x3fff /* MF or an offset */
+#define LB_V6_FRAG 44
+#define LB_PTB6_QUOTE 256 /* bytes of the offending IPv6 packet quoted in a Packet Too Big */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct lb_vip_key);
+	__type(value, struct lb_vip);
+} lb_vips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 16 * 65537);
+	__type(key, __u32);
+	__type(value, __u32);
+} lb_ring SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct lb_backend);
+} lb_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct lb_flow_key);
+	__type(value, struct lb_flow);
+} lb_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lb_cfg);
+} lb_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, struct lb_counter);
+} lb_vip_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct lb_counter);
+} lb_be_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LB_EV_MAX);
+	__type(key, __u32);
+	__type(value, struct lb_counter);
+} lb_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} lb_tx_port SEC(".maps");
+
+/* The configuration as the control plane wrote it (JSON, chunked): read by later processes.
+ * Not used by the program; bound to it so that it lives and dies with it. */
+struct lb_state_chunk {
+	__u8 data[4096];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, struct lb_state_chunk);
+} lb_state SEC(".maps");
+
+static __always_inline void lb_count(void *map, __u32 idx, __u64 bytes)
+{
+	struct lb_counter *c = bpf_map_lookup_elem(map, &idx);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline int lb_event(__u32 ev, __u64 bytes, int verdict)
+{
+	lb_count(&lb_events, ev, bytes);
+	return verdict;
+}
+
+/* The flow hash: MurmurHash3 (x86_32) over the key's 32-bit words, seeded. IPv4 hashes its
+ * two address words, the ports and the protocol; IPv6 all ten words. flowhash.py mirrors it. */
+static __always_inline __u32 lb_rol(__u32 x, int r)
+{
+	return (x << r) | (x >> (32 - r));
+}
+
+static __always_inline __u32 lb_mix(__u32 h, __u32 k)
+{
+	k *= 0xcc9e2d51;
+	k = lb_rol(k, 15);
+	k *= 0x1b873593;
+	h ^= k;
+	h = lb_rol(h, 13);
+	return h * 5 + 0xe6546b64;
+}
+
+static __always_inline __u32 lb_fmix(__u32 h, __u32 len)
+{
+	h ^= len;
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
+static __always_inline __u32 lb_hash(const struct lb_flow_key *k, __u32 seed)
+{
+	const __u32 *w = (const __u32 *)k;
+	__u32 h = seed;
+
+	if (k->family == LB_FAMILY_V4) {
+		h = lb_mix(h, k->src[0]);
+		h = lb_mix(h, k->dst[0]);
+		h = lb_mix(h, w[8]);
+		h = lb_mix(h, w[9]);
+		return lb_fmix(h, 16);
+	}
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		h = lb_mix(h, w[i]);
+	return lb_fmix(h, 40);
+}
+
+static __always_inline __u16 lb_fold(__u64 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+static __always_inline __u16 lb_ip_csum(const struct iphdr *ip)
+{
+	const __u16 *w = (const __u16 *)ip;
+	__u32 sum = 0;
+
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		sum += w[i];
+	return lb_fold(sum);
+}
+
+static __always_inline void lb_macs(struct ethhdr *eth, const __u8 *dst, const __u8 *src, __u16 proto)
+{
+	__builtin_memcpy(eth->h_dest, dst, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, src, ETH_ALEN);
+	eth->h_proto = bpf_htons(proto);
+}
+
+/* ICMP "fragmentation needed" to the sender of an IPv4 packet (without options) that would
+ * exceed the MTU once encapsulated: quote its header and 8 bytes, announce mtu, XDP_TX. */
+static __always_inline int lb_icmp4_too_big(struct xdp_md *ctx, __u16 mtu)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + sizeof(*eth);
+	__u8 smac[ETH_ALEN], dmac[ETH_ALEN];
+	__u32 saddr, daddr;
+	struct iphdr o = {};
+	struct icmphdr ic = {};
+	int len = sizeof(*eth) + sizeof(o) + sizeof(ic) + sizeof(*ip) + 8;
+	struct icmphdr *icp;
+
+	if ((void *)ip + sizeof(*ip) + 8 > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(smac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(dmac, eth->h_dest, ETH_ALEN);
+	saddr = ip->saddr;
+	daddr = ip->daddr;
+	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(o) + sizeof(ic))))
+		return XDP_DROP;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + len > data_end)
+		return XDP_DROP;
+	lb_macs(data, smac, dmac, ETH_P_IP);
+	o.version = 4;
+	o.ihl = 5;
+	o.tot_len = bpf_htons(sizeof(o) + sizeof(ic) + sizeof(*ip) + 8);
+	o.ttl = 64;
+	o.protocol = IPPROTO_ICMP;
+	o.saddr = daddr;
+	o.daddr = saddr;
+	o.check = lb_ip_csum(&o);
+	__builtin_memcpy(data + sizeof(*eth), &o, sizeof(o));
+	ic.type = ICMP_DEST_UNREACH;
+	ic.code = ICMP_FRAG_NEEDED;
+	ic.un.frag.mtu = bpf_htons(mtu);
+	__builtin_memcpy(data + sizeof(*eth) + sizeof(o), &ic, sizeof(ic));
+	if (bpf_xdp_adjust_tail(ctx, len - (int)(data_end - data)))
+		return XDP_DROP;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	icp = data + sizeof(*eth) + sizeof(o);
+	if ((void *)icp + sizeof(ic) + sizeof(*ip) + 8 > data_end)
+		return XDP_DROP;
+	icp->checksum = lb_fold(bpf_csum_diff(0, 0, (void *)icp, sizeof(ic) + sizeof(*ip) + 8, 0));
+	return XDP_TX;
+}
+
+/* ICMPv6 Packet Too Big: quote the first LB_PTB6_QUOTE bytes of the packet, announce mtu. */
+static __always_inline int lb_icmp6_too_big(struct xdp_md *ctx, __u32 mtu)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip6 = data + sizeof(*eth);
+	__u8 smac[ETH_ALEN], dmac[ETH_ALEN];
+	struct ipv6hdr o = {};
+	struct icmp6hdr ic = {};
+	struct {
+		struct in6_addr saddr, daddr;
+		__be32 len, nexthdr;
+	} pseudo;
+	int len = sizeof(*eth) + sizeof(o) + sizeof(ic) + LB_PTB6_QUOTE;
+	struct icmp6hdr *icp;
+	__s64 sum;
+
+	if ((void *)ip6 + LB_PTB6_QUOTE > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(smac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(dmac, eth->h_dest, ETH_ALEN);
+	o.version = 6;
+	o.payload_len = bpf_htons(sizeof(ic) + LB_PTB6_QUOTE);
+	o.nexthdr = IPPROTO_ICMPV6;
+	o.hop_limit = 64;
+	o.saddr = ip6->daddr;
+	o.daddr = ip6->saddr;
+	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(o) + sizeof(ic))))
+		return XDP_DROP;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + len > data_end)
+		return XDP_DROP;
+	lb_macs(data, smac, dmac, ETH_P_IPV6);
+	__builtin_memcpy(data + sizeof(*eth), &o, sizeof(o));
+	ic.icmp6_type = ICMPV6_PKT_TOOBIG;
+	ic.icmp6_mtu = bpf_htonl(mtu);
+	__builtin_memcpy(data + sizeof(*eth) + sizeof(o), &ic, sizeof(ic));
+	if (bpf_xdp_adjust_tail(ctx, len - (int)(data_end - data)))
+		return XDP_DROP;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	icp = data + sizeof(*eth) + sizeof(o);
+	if ((void *)icp + sizeof(ic) + LB_PTB6_QUOTE > data_end)
+		return XDP_DROP;
+	pseudo.saddr = o.saddr;
+	pseudo.daddr = o.daddr;
+	pseudo.len = bpf_htonl(sizeof(ic) + LB_PTB6_QUOTE);
+	pseudo.nexthdr = bpf_htonl(IPPROTO_ICMPV6);
+	sum = bpf_csum_diff(0, 0, (void *)&pseudo, sizeof(pseudo), 0);
+	sum = bpf_csum_diff(0, 0, (void *)icp, sizeof(ic) + LB_PTB6_QUOTE, sum);
+	icp->icmp6_cksum = lb_fold(sum);
+	return XDP_TX;
+}
+
+SEC("xdp")
+int xdpkit_lb(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct lb_flow_key fk = {};
+	struct lb_vip_key vk = {};
+	struct lb_backend *be = NULL;
+	struct lb_flow *fl;
+	struct lb_vip *vip;
+	struct lb_cfg *cfg;
+	__u32 zero = 0, slot = 0, hash = 0, outer_len, l3_len, tos;
+	__u8 mac_dst[ETH_ALEN], mac_src[ETH_ALEN];
+	__u16 *ports;
+	int fragment = 0, df = 0, ihl5 = 1;
+
+	if ((void *)(eth + 1) > data_end)
+		return lb_event(LB_EV_MALFORMED, data_end - data, XDP_PASS);
+	l3_len = data_end - (void *)(eth + 1);
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		__u32 hlen;
+
+		if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
+			return lb_event(LB_EV_MALFORMED, l3_len, XDP_PASS);
+		if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+			return lb_event(LB_EV_NOT_VIP, l3_len, XDP_PASS);
+		hlen = ip->ihl * 4;
+		ihl5 = hlen == sizeof(*ip);
+		fk.family = LB_FAMILY_V4;
+		fk.proto = ip->protocol;
+		fk.src[0] = ip->saddr;
+		fk.dst[0] = ip->daddr;
+		tos = ip->tos;
+		df = !!(ip->frag_off & bpf_htons(LB_IP_DF));
+		fragment = !!(ip->frag_off & bpf_htons(LB_IP_FRAG));
+		ports = (void *)ip + hlen;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		__u8 next;
+
+		if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
+			return lb_event(LB_EV_MALFORMED, l3_len, XDP_PASS);
+		next = ip6->nexthdr;
+		ports = (void *)(ip6 + 1);
+		if (next == LB_V6_FRAG) {
+			__u8 *frag = (void *)(ip6 + 1);
+
+			if ((void *)(frag + 8) > data_end)
+				return lb_event(LB_EV_MALFORMED, l3_len, XDP_PASS);
+			next = frag[0];
+			fragment = 1;
+		}
+		if (next != IPPROTO_TCP && next != IPPROTO_UDP)
+			return lb_event(LB_EV_NOT_VIP, l3_len, XDP_PASS);
+		fk.family = LB_FAMILY_V6;
+		fk.proto = next;
+		__builtin_memcpy(fk.src, &ip6->saddr, 16);
+		__builtin_memcpy(fk.dst, &ip6->daddr, 16);
+		tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+	} else {
+		return lb_event(LB_EV_NOT_VIP, l3_len, XDP_PASS);
+	}
+	if (!fragment) {
+		if ((void *)(ports + 2) > data_end)
+			return lb_event(LB_EV_MALFORMED, l3_len, XDP_PASS);
+		fk.sport = ports[0];
+		fk.dport = ports[1];
+	}
+
+	__builtin_memcpy(vk.addr, fk.dst, 16);
+	vk.port = fk.dport;
+	vk.proto = fk.proto;
+	vk.family = fk.family;
+	vip = bpf_map_lookup_elem(&lb_vips, &vk);
+	if (!vip && vk.port) {
+		vk.port = 0;
+		vip = bpf_map_lookup_elem(&lb_vips, &vk);
+	}
+	if (!vip)
+		return lb_event(LB_EV_NOT_VIP, l3_len, XDP_PASS);
+	cfg = bpf_map_lookup_elem(&lb_cfg, &zero);
+	if (!cfg)
+		return XDP_ABORTED;
+	if (fragment)
+		lb_count(&lb_events, LB_EV_FRAGMENT, l3_len);
+	if (vip->flags & LB_VIP_NO_SPORT)
+		fk.sport = 0;
+
+	fl = bpf_map_lookup_elem(&lb_flows, &fk);
+	if (fl) {
+		slot = fl->backend;
+		be = bpf_map_lookup_elem(&lb_backends, &slot);
+		if (be && be->family && be->gen == fl->gen) {
+			hash = fl->hash;
+			lb_count(&lb_events, LB_EV_FLOW_HIT, l3_len);
+		} else {
+			be = NULL;
+		}
+	}
+	if (!be) {
+		struct lb_flow nf = {};
+		__u32 idx, *s;
+
+		hash = lb_hash(&fk, cfg->seed);
+		if (!vip->table_size)
+			return lb_event(LB_EV_NO_BACKEND, l3_len, XDP_DROP);
+		idx = vip->ring_base + hash % vip->table_size;
+		s = bpf_map_lookup_elem(&lb_ring, &idx);
+		if (!s || *s == LB_SLOT_NONE)
+			return lb_event(LB_EV_NO_BACKEND, l3_len, XDP_DROP);
+		slot = *s;
+		be = bpf_map_lookup_elem(&lb_backends, &slot);
+		if (!be || !be->family)
+			return lb_event(LB_EV_NO_BACKEND, l3_len, XDP_DROP);
+		nf.backend = slot;
+		nf.gen = be->gen;
+		nf.hash = hash;
+		bpf_map_update_elem(&lb_flows, &fk, &nf, BPF_ANY);
+		lb_count(&lb_events, LB_EV_FLOW_MISS, l3_len);
+	}
+
+	outer_len = be->family == LB_FAMILY_V4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
+	if (l3_len + outer_len > cfg->mtu) {
+		if (fk.family == LB_FAMILY_V6)
+			return lb_event(LB_EV_TOO_BIG_ICMP, l3_len, lb_icmp6_too_big(ctx, cfg->mtu - outer_len));
+		if (df && ihl5)
+			return lb_event(LB_EV_TOO_BIG_ICMP, l3_len, lb_icmp4_too_big(ctx, cfg->mtu - outer_len));
+		return lb_event(LB_EV_TOO_BIG_DROP, l3_len, XDP_DROP);
+	}
+
+	__builtin_memcpy(mac_dst, cfg->has_gw ? cfg->gw_mac : eth->h_source, ETH_ALEN);
+	__builtin_memcpy(mac_src, cfg->redirect ? cfg->tx_mac : eth->h_dest, ETH_ALEN);
+	if (bpf_xdp_adjust_head(ctx, -(int)outer_len))
+		return lb_event(LB_EV_ENCAP_ERROR, l3_len, XDP_DROP);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	if (be->family == LB_FAMILY_V4) {
+		struct iphdr o = {};
+
+		if (data + sizeof(*eth) + sizeof(o) > data_end)
+			return lb_event(LB_EV_ENCAP_ERROR, l3_len, XDP_DROP);
+		lb_macs(eth, mac_dst, mac_src, ETH_P_IP);
+		o.version = 4;
+		o.ihl = 5;
+		o.tos = tos;
+		o.tot_len = bpf_htons(l3_len + sizeof(o));
+		o.frag_off = bpf_htons(LB_IP_DF);
+		o.ttl = 64;
+		o.protocol = fk.family == LB_FAMILY_V4 ? IPPROTO_IPIP : IPPROTO_IPV6;
+		o.saddr = cfg->src4 | (hash & cfg->src4_hostmask);
+		o.daddr = be->addr[0];
+		o.check = lb_ip_csum(&o);
+		__builtin_memcpy(data + sizeof(*eth), &o, sizeof(o));
+	} else {
+		struct ipv6hdr o = {};
+
+		if (data + sizeof(*eth) + sizeof(o) > data_end)
+			return lb_event(LB_EV_ENCAP_ERROR, l3_len, XDP_DROP);
+		lb_macs(eth, mac_dst, mac_src, ETH_P_IPV6);
+		o.version = 6;
+		o.priority = tos >> 4;
+		/* the flow label spreads flows over the backend's receive queues */
+		o.flow_lbl[0] = ((tos & 0xf) << 4) | ((hash >> 16) & 0xf);
+		o.flow_lbl[1] = hash >> 8;
+		o.flow_lbl[2] = hash;
+		o.payload_len = bpf_htons(l3_len);
+		o.nexthdr = fk.family == LB_FAMILY_V4 ? IPPROTO_IPIP : IPPROTO_IPV6;
+		o.hop_limit = 64;
+		__builtin_memcpy(&o.saddr, cfg->src6, 16);
+		o.saddr.in6_u.u6_addr32[3] |= hash & cfg->src6_hostmask;
+		__builtin_memcpy(&o.daddr, be->addr, 16);
+		__builtin_memcpy(data + sizeof(*eth), &o, sizeof(o));
+	}
+	lb_count(&lb_vip_stats, vip->id, l3_len);
+	lb_count(&lb_be_stats, slot, l3_len);
+	if (cfg->redirect)
+		return bpf_redirect_map(&lb_tx_port, 0, 0);
+	return XDP_TX;
+}
+
+char _license[] SEC("license") = "GPL";

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/* The L4 load balancer's shared structs: the BPF programs and control.py agree on these.
+ * Addresses are stored as four big-endian u32 words (IPv4 in word 0, the rest zero); ports in
+ * network order. Every struct is padded explicitly so Python packs it with plain struct formats.
+ */
+#ifndef XDPKIT_LB_H
+#define XDPKIT_LB_H
+
+#include <linux/types.h>
+
+#define LB_FAMILY_V4 4
+#define LB_FAMILY_V6 6
+
+#define LB_VIP_NO_SPORT 1      /* hash without the source port: a client sticks to one backend */
+#define LB_SLOT_NONE 0xffffffffu /* a Maglev slot with no backend: the VIP has none active */
+
+/* A VIP: (address, port, protocol). Port 0 = every port. */
+struct lb_vip_key {
+	__u32 addr[4];
+	__u16 port;     /* network order */
+	__u8 proto;
+	__u8 family;
+};
+
+struct lb_vip {
+	__u32 id;         /* index of its counters */
+	__u32 ring_base;  /* first slot of its Maglev table in lb_ring */
+	__u32 table_size; /* prime */
+	__u32 flags;      /* LB_VIP_* */
+};
+
+/* A backend slot: one backend of one VIP. gen changes whenever the slot is freed or reused,
+ * so a remembered flow whose gen differs knows its backend is gone. */
+struct lb_backend {
+	__u32 addr[4];
+	__u32 gen;
+	__u32 vip_id;
+	__u8 family;      /* 0 = free slot */
+	__u8 pad[3];
+};
+
+struct lb_flow_key {
+	__u32 src[4];
+	__u32 dst[4];
+	__u16 sport;      /* 0 for fragments and no-sport VIPs */
+	__u16 dport;
+	__u8 proto;
+	__u8 family;
+	__u16 pad;
+};
+
+struct lb_flow {
+	__u32 backend;    /* slot in lb_backends */
+	__u32 gen;
+	__u32 hash;       /* flow hash: picks the outer source address */
+	__u32 pad;
+};
+
+/* Run-time settings (lb_cfg[0]). */
+struct lb_cfg {
+	__u32 seed;
+	__u32 src4;          /* outer IPv4 source: src4 | (hash & src4_hostmask), network order */
+	__u32 src4_hostmask; /* network order */
+	__u32 src6[4];       /* outer IPv6 source: low word | (hash & src6_hostmask) */
+	__u32 src6_hostmask; /* applies to word 3, network order */
+	__u16 mtu;           /* largest IP packet the LB may send, outer header included */
+	__u8 gw_mac[6];      /* next hop; all zero = the frame's sender */
+	__u8 tx_mac[6];      /* our source MAC on the redirect interface */
+	__u8 redirect;       /* 1: XDP_REDIRECT through lb_tx_port[0] instead of XDP_TX */
+	__u8 has_gw;         /* gw_mac is set */
+	__u8 pad[4];
+};
+
+struct lb_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* lb_events indexes: what happened to packets other than plain forwarding. */
+enum lb_event {
+	LB_EV_FLOW_HIT = 0,
+	LB_EV_FLOW_MISS,
+	LB_EV_NOT_VIP,        /* passed untouched */
+	LB_EV_NO_BACKEND,     /* dropped: the VIP has no active backend */
+	LB_EV_ENCAP_ERROR,    /* dropped: no headroom, unknown backend family, no outer source */
+	LB_EV_TOO_BIG_ICMP,   /* answered with ICMP fragmentation needed / packet too big */
+	LB_EV_TOO_BIG_DROP,   /* too big and no ICMP possible (IPv4 without DF or with options) */
+	LB_EV_MALFORMED,      /* passed: truncated or malformed headers (the stack decides) */
+	LB_EV_FRAGMENT,       /* forwarded by addresses only (fragments carry no ports) */
+	LB_EV_MAX,
+};
+
+/* Decapsulation counters (lb_decap_events). */
+enum lb_decap_event {
+	LB_DECAP_V4 = 0,     /* outer IPv4 removed */
+	LB_DECAP_V6,         /* outer IPv6 removed */
+	LB_DECAP_PASS,       /* not encapsulated: passed untouched */
+	LB_DECAP_ERROR,      /* encapsulated but malformed: dropped */
+	LB_DECAP_MAX,
+};
+
+#endif
