@@ -26,6 +26,21 @@ def set_gro(ifname: str, on: bool = True) -> None:
         et.set_features(ifname, feats)
 
 
+def set_tx_checksum(ifname: str, on: bool = True) -> None:
+    """``ethtool -K IF tx on|off``: with it off the stack writes full checksums itself.
+
+    Needed where an XDP program forwards a veth's frames (XDP_TX, redirect): a veth sends
+    CHECKSUM_PARTIAL packets, and the "finish the checksum" note does not survive the trip
+    through an xdp_frame, so the receiver sees a bad checksum.
+    """
+    with Ethtool() as et:
+        feats = et.get_features(ifname)
+        for name, feat in feats.features.items():
+            if name.startswith("tx-checksum") and feat.available:
+                feat.enable = on
+        et.set_features(ifname, feats)
+
+
 class StatsReader:
     """``ethtool -S IF`` as a dict, through one ioctl socket opened in the current namespace.
 

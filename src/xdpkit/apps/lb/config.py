@@ -247,6 +247,9 @@ def validate(cfg: LbConfig) -> LbConfig:
         if v.key in seen:
             raise ConfigError(f"VIP {v.key} appears twice")
         seen.add(v.key)
+        if v.health is not None and not (v.health.port or v.port):
+            raise ConfigError(f"VIP {v.key}: the health check needs a port (the VIP serves every port)",
+                              hint="set health.port")
         if not is_prime(v.table_size):
             raise ConfigError(f"VIP {v.key}: table_size {v.table_size} is not prime",
                               hint=f"use {next_prime(v.table_size)}")

@@ -220,7 +220,7 @@ class LoadBalancer:
         return set(self._state()["down"])
 
     # ---- applying a config ------------------------------------------------------------------
-    def apply(self, cfg: LbConfig, *, down: set[str] | None = None) -> ApplyResult:
+    def apply(self, cfg: LbConfig, *, down: set[str] | None = None, health_change: str = "") -> ApplyResult:
         """Make ``cfg`` the configuration in force; flows of kept backends stay where they are."""
         t0 = time.monotonic()
         cfg = validate(cfg)
@@ -326,7 +326,11 @@ class LoadBalancer:
             be_map.update_batch_raw([(struct.pack("<I", s), _BACKEND.pack(bytes(16), (gens[s] + 1) & 0xFFFFFFFF, 0, 0))
                                      for s in gone])
         keys = {_backend_id(v, b.address) for v in cfg.vips for b in v.backends}
-        self._save_state({"config": cfg.to_dict(), "down": sorted(down & keys), "tables": new_signatures})
+        changes = {k: n for k, n in state.get("health_changes", {}).items() if k in keys}
+        if health_change:
+            changes[health_change] = changes.get(health_change, 0) + 1
+        self._save_state({"config": cfg.to_dict(), "down": sorted(down & keys), "tables": new_signatures,
+                          "health_changes": changes})
         return ApplyResult(vips=len(new_keys), backends=len(wanted), tables_built=len(tables),
                            seconds=time.monotonic() - t0)
 
@@ -398,8 +402,9 @@ class LoadBalancer:
         vip = self.config().vip(key)
         bid = _backend_id(vip, vip.backend(address).address)
         down = self.down()
-        down = down - {bid} if up else down | {bid}
-        return self.apply(self.config(), down=down)
+        if (bid not in down) == up:
+            return ApplyResult(vips=0, backends=0, tables_built=0, seconds=0.0)
+        return self.apply(self.config(), down=down - {bid} if up else down | {bid}, health_change=bid)
 
     # ---- reading ----------------------------------------------------------------------------
     def backend_of(self, src: str, dst: str, proto: str, sport: int, dport: int) -> str | None:
@@ -429,8 +434,10 @@ class LoadBalancer:
         return str(ipaddress.ip_address(addr[:4] if family == 4 else addr))
 
     def stats(self) -> dict:
-        cfg = self.config()
-        down = self.down()
+        state = self._state()
+        cfg = parse_dict(state["config"])
+        down = set(state["down"])
+        changes = state.get("health_changes", {})
         vip_stats = _summed(self._map("lb_vip_stats"))
         be_stats = _summed(self._map("lb_be_stats"))
         placed = {k: _VIP.unpack(v) for k, v in self._map("lb_vips").raw_items()}
@@ -448,6 +455,7 @@ class LoadBalancer:
                 bpk, bby = be_stats.get(slots.get((vid, _addr16(b.address)), -1), (0, 0))
                 healthy = _backend_id(v, b.address) not in down
                 backends.append({"address": b.address, "weight": b.weight, "healthy": healthy,
+                                 "health_changes": changes.get(_backend_id(v, b.address), 0),
                                  "state": "down" if not healthy else "drained" if b.weight == 0 else "active",
                                  "packets": bpk, "bytes": bby})
             vips.append({"vip": v.key, "hash": v.hash, "table_size": v.table_size, "packets": pk, "bytes": by,

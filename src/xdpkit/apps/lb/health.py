@@ -139,7 +139,7 @@ class HealthChecker:
     """
 
     def __init__(self, targets, on_change, *, netns: str | None = None, clock=time.monotonic,
-                 initial_up: bool = True):
+                 initial_up=True):
         if not callable(on_change):
             raise ConfigError(f"on_change must be callable, not {on_change!r}")
         if netns is not None and not _netns.exists(netns):
@@ -166,7 +166,8 @@ class HealthChecker:
         with self._lock:
             old, self._states = self._states, {}
             for t in targets:
-                st = old.get(t.key) or _State(t, up=self._initial_up, since=now, due=now)
+                up = self._initial_up(t.key) if callable(self._initial_up) else bool(self._initial_up)
+                st = old.get(t.key) or _State(t, up=up, since=now, due=now)
                 st.target = t
                 self._states[t.key] = st
         self._wake.set()  # new targets are due now: do not sleep through them

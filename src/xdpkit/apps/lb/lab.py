@@ -6,9 +6,10 @@
 
 Every link is its own /24 and /64 (2001:db8:<net>::) with the router at .1/::1. The router sends
 the VIP networks (198.18.200.0/24, 2001:db8:200::/64) to the LB node; the others route
-198.18.0.0/15 and 2001:db8::/32 through the router. Backends carry both VIPs on ``lo``: once the LB encapsulates a
-packet to a backend and a decapsulation program strips it there, the backend answers the client
-itself (direct server return) and the reply goes client-ward through the router, never via the LB.
+198.18.0.0/15 and 2001:db8::/32 through the router. Backends carry both VIPs on ``lo``: once the
+LB encapsulates a packet to a backend and a decapsulation program strips it there, the backend
+answers the client itself (direct server return); the reply goes back through the router, never
+via the LB.
 
 Building blocks, naming rules and the MAC scheme (02:58:44:00:<net>:<host>) come from
 :mod:`xdpkit.lab`; as there, every netlink call runs with the thread inside a lab namespace.
@@ -24,7 +25,10 @@ import threading
 from pyroute2 import IPRoute
 
 from xdpkit._sys import netns
+from xdpkit._sys.ethtool import set_tx_checksum
+from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, LabError, XdpkitError
+from xdpkit.object import Object
 from xdpkit.lab import _NAME_RE, IFA_F_NODAD, Lab, _mac, _write, add_veth, lo_up
 
 VIP4 = "198.18.200.1"
@@ -164,6 +168,10 @@ class LbLab:
                 # unless its peer has XDP or GRO, and the LB sends with XDP_TX out of eth0.
                 add_veth("eth0", rif, peer_ns=rtr, mac_a=self.mac(role), mac_b=self.mac(role, router=True))
                 self._configure("eth0", self.address(role, 4), self.address(role, 6))
+                if role == "cli":
+                    # The LB forwards the client's packets as xdp_frames, which lose a veth's
+                    # CHECKSUM_PARTIAL state: let the client's stack write full checksums.
+                    set_tx_checksum("eth0", False)
                 with IPRoute() as ipr:
                     ipr.route("add", dst="198.18.0.0/15", gateway=self.address(role, 4, router=True))
                     ipr.route("add", dst="2001:db8::/32", gateway=self.address(role, 6, router=True))
@@ -177,6 +185,12 @@ class LbLab:
         with netns.inside(rtr), IPRoute() as ipr:
             ipr.route("add", dst=VIP_NET4, gateway=self.address("lb", 4))
             ipr.route("add", dst=VIP_NET6, gateway=self.address("lb", 6))
+        with netns.inside(rtr):
+            # XDP_TX frames from the LB reach lb0's ring, but the kernel wakes the peer's NAPI
+            # after XDP_TX only when the peer has an XDP program (veth_xdp_flush); with GRO
+            # alone they sit there. A pass-through program on lb0 makes it a plain router port.
+            with Object.from_file(builtin_object("receivers"), program="xdpkit_pass") as obj:
+                obj.programs["xdpkit_pass"].attach("lb0", mode="native", netlink=True)
 
     @staticmethod
     def _configure(ifname: str, ip4: str, ip6: str) -> None:
