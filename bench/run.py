@@ -24,6 +24,7 @@ from xdpkit.builtin import builtin_object
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import firewall  # noqa: E402  (bench/firewall.py)
+import lb  # noqa: E402  (bench/lb.py)
 import observe  # noqa: E402  (bench/observe.py)
 EXAMPLES = Path(bench.__file__).parent / "examples"
 RESULTS = HERE / "results"
@@ -206,9 +207,11 @@ def main() -> int:
     res["stats"] = observe.stats_cost()
     log("firewall")
     res["firewall"] = firewall.run(args.duration)
+    log("load balancer")
+    res["lb"] = lb.run(args.duration)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(res, indent=2) + "\n")
-    md = markdown(res) + "\n" + stats_markdown(res["stats"]) + "\n" + firewall.markdown(res["firewall"])
+    md = markdown(res) + "\n" + stats_markdown(res["stats"]) + "\n" + firewall.markdown(res["firewall"]) + "\n" + lb.markdown(res["lb"])
     (RESULTS / "latest.md").write_text(md)
     print(md)
     return 0

@@ -216,14 +216,16 @@ class LiveSample:
 
 
 def measure_live(pair: LivePair, *, duration: float, threads: int, size: int, proto: str = "udp",
-                 sample: bool = True, src_ips: int = 1) -> LiveSample:
+                 sample: bool = True, src_ips: int = 1, count_returned: bool = False) -> LiveSample:
     """Drive r0 from g0 for ``duration`` seconds.
 
     Received frames are read from r0's own counters (ethtool -S rx_queue_N_xdp_packets) once a
     second: one ioctl per sample, nothing per packet, the same for every kind of receiver.
+    ``count_returned`` counts at g0 instead: the frames a forwarder on r0 sent back with XDP_TX
+    (g0 then needs an XDP program of its own to take them in).
     """
-    with xns.inside(pair.rx):
-        stats = StatsReader("r0")
+    with xns.inside(pair.gen if count_returned else pair.rx):
+        stats = StatsReader("g0" if count_returned else "r0")
     try:
         with xns.inside(pair.gen):
             template = tg.build_template(proto=proto, size=size, dst_mac=pair.r0_mac,

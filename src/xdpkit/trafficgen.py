@@ -311,6 +311,7 @@ class TrafficGen:
             "l4_proto": t.l4_proto, "ip_base": ip_base, "ip_count": f.src_ips,
             "sport_base": sport if f.sport_base is None else f.sport_base, "sport_count": f.sport_count,
             "dport_base": dport if f.dport_base is None else f.dport_base, "dport_count": f.dport_count,
+            "eth": frame[:14], "pad": b"\0\0",
         }
 
     @property

@@ -2,9 +2,11 @@
 /* The live-frames traffic generator. BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES runs this
  * on a template frame; each run rewrites the flow fields and redirects the frame out.
  *
- * Pages are recycled between runs, so a run may see the previous run's edits: every field is
- * written as an absolute value and checksums are updated incrementally from whatever the frame
- * holds now (RFC 1624), which is right in both cases.
+ * Pages are recycled between runs, so a run may see the previous run's edits (ours, and a
+ * receiver's: a veth peer's XDP program works on our pages): every field is written as an
+ * absolute value, the Ethernet header is rewritten whole (an encapsulating receiver writes its
+ * outer header over it), and checksums are updated incrementally from whatever the frame holds
+ * now (RFC 1624), which is right in every case.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -64,6 +66,9 @@ int xdpkit_trafficgen(struct xdp_md *ctx)
 
 	if (!cfg || !nsent || !seq)
 		return XDP_ABORTED;
+	if (data + sizeof(cfg->eth) > end)
+		return XDP_ABORTED;
+	__builtin_memcpy(data, cfg->eth, sizeof(cfg->eth));
 	flow = (*seq)++;
 	nports = (__u32)cfg->sport_count * cfg->dport_count;
 	if (!nports || !cfg->ip_count)

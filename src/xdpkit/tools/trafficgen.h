@@ -20,6 +20,8 @@ struct tg_config {
 	__u16 sport_count;   /* >= 1 */
 	__u16 dport_base;
 	__u16 dport_count;   /* >= 1 */
+	__u8 eth[14];        /* the template's Ethernet header, written into every frame */
+	__u8 pad[2];
 };
 
 enum tg_counter {

@@ -40,10 +40,11 @@ EVENTS = ("flow_hit", "flow_miss", "not_vip", "no_backend", "encap_error", "too_
 DECAP_EVENTS = ("decap_v4", "decap_v6", "pass", "error")
 SLOT_NONE = 0xFFFFFFFF
 VIP_NO_SPORT = 1
+VIPS_PORT, VIPS_ALL_PORTS = 1, 2
 STATE_CHUNK = 4096
 _VIP = struct.Struct("<IIII")              # struct lb_vip
 _BACKEND = struct.Struct("<16sIIB3x")      # struct lb_backend
-_CFG = struct.Struct("<I4s4s16s4sH6s6sBB4x")  # struct lb_cfg
+_CFG = struct.Struct("<I4s4s16s4sH6s6sBBB3x")  # struct lb_cfg
 
 
 @dataclass
@@ -347,7 +348,10 @@ class LoadBalancer:
             tx_mac, redirect = bytes.fromhex(out.address.replace(":", "")), 1
             self._map("lb_tx_port").update_raw(struct.pack("<I", 0), struct.pack("<I", out.ifindex))
         gw = bytes.fromhex(cfg.gateway_mac.replace(":", "")) if cfg.gateway_mac else b"\0" * 6
-        return _CFG.pack(cfg.seed, src4[:4], host4, src6, host6, mtu, gw, tx_mac, redirect, int(bool(cfg.gateway_mac)))
+        kinds = (VIPS_PORT if any(v.port for v in cfg.vips) else 0) | \
+            (VIPS_ALL_PORTS if any(not v.port for v in cfg.vips) else 0)
+        return _CFG.pack(cfg.seed, src4[:4], host4, src6, host6, mtu, gw, tx_mac, redirect,
+                         int(bool(cfg.gateway_mac)), kinds)
 
     def _clear_ring(self) -> None:
         ring = self._map("lb_ring")

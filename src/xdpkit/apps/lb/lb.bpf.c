@@ -3,8 +3,9 @@
  *
  * Packets for a VIP (address, protocol, port) are encapsulated towards one backend and sent
  * back out with XDP_TX (or XDP_REDIRECT): direct server return, the backend answers the client.
- * Everything else passes untouched. Per packet: one config lookup, one or two VIP lookups, one
- * flow-table lookup (plus, for a new flow, a hash, a Maglev slot and an insert).
+ * Everything else passes untouched. Per packet: one config lookup, one VIP lookup (two only when
+ * both one-port and all-port VIPs exist), one flow-table lookup (plus, for a new flow, a hash, a
+ * Maglev slot and an insert).
  *
  * Not handled here, on purpose: VLAN-tagged frames and IPv6 extension headers other than a
  * fragment header pass untouched; fragments are balanced on addresses only (they carry no
@@ -367,20 +368,23 @@ int xdpkit_lb(struct xdp_md *ctx)
 		fk.dport = ports[1];
 	}
 
+	cfg = bpf_map_lookup_elem(&lb_cfg, &zero);
+	if (!cfg)
+		return XDP_ABORTED;
 	__builtin_memcpy(vk.addr, fk.dst, 16);
-	vk.port = fk.dport;
 	vk.proto = fk.proto;
 	vk.family = fk.family;
-	vip = bpf_map_lookup_elem(&lb_vips, &vk);
-	if (!vip && vk.port) {
+	vip = NULL;
+	if ((cfg->vip_kinds & LB_VIPS_PORT) && fk.dport) {
+		vk.port = fk.dport;
+		vip = bpf_map_lookup_elem(&lb_vips, &vk);
+	}
+	if (!vip && (cfg->vip_kinds & LB_VIPS_ALL_PORTS)) {
 		vk.port = 0;
 		vip = bpf_map_lookup_elem(&lb_vips, &vk);
 	}
 	if (!vip)
 		return lb_event(LB_EV_NOT_VIP, l3_len, XDP_PASS);
-	cfg = bpf_map_lookup_elem(&lb_cfg, &zero);
-	if (!cfg)
-		return XDP_ABORTED;
 	if (fragment)
 		lb_count(&lb_events, LB_EV_FRAGMENT, l3_len);
 	if (vip->flags & LB_VIP_NO_SPORT)

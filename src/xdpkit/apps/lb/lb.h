@@ -12,6 +12,8 @@
 #define LB_FAMILY_V6 6
 
 #define LB_VIP_NO_SPORT 1      /* hash without the source port: a client sticks to one backend */
+#define LB_VIPS_PORT 1         /* some VIP serves one port */
+#define LB_VIPS_ALL_PORTS 2    /* some VIP serves every port */
 #define LB_SLOT_NONE 0xffffffffu /* a Maglev slot with no backend: the VIP has none active */
 
 /* A VIP: (address, port, protocol). Port 0 = every port. */
@@ -68,7 +70,8 @@ struct lb_cfg {
 	__u8 tx_mac[6];      /* our source MAC on the redirect interface */
 	__u8 redirect;       /* 1: XDP_REDIRECT through lb_tx_port[0] instead of XDP_TX */
 	__u8 has_gw;         /* gw_mac is set */
-	__u8 pad[4];
+	__u8 vip_kinds;      /* LB_VIPS_*: which VIP lookups can succeed (each costs a hash lookup) */
+	__u8 pad[3];
 };
 
 struct lb_counter {
