@@ -341,3 +341,21 @@ def test_decap_strips_outer_headers(netns):
         decap_unload("da")
     with pytest.raises(Exception, match="no xdpkit decapsulation"):
         decap_unload("da")
+
+
+def test_redirect_to_another_interface(lb):
+    """redirect = IFACE: XDP_REDIRECT through the devmap, our MAC on that interface as source,
+    the configured gateway as destination."""
+    from xdpkit._sys.netlink import get_link, ifindex_of
+
+    cfg = parse_config('redirect = "lb"\ngateway_mac = "02:00:00:00:00:99"\n' + BASE)
+    lb.apply(cfg)
+    res = run(lb, tcp4(sport=42000))
+    assert res.verdict == Verdict.XDP_REDIRECT
+    out = Ether(res.data)
+    assert out.src == get_link(ifindex_of("lb")).address and out.dst == "02:00:00:00:00:99"
+    assert out[IP].proto == 4 and out[IP].dst in BE4
+    port = lb._map("lb_tx_port").lookup_raw(struct.pack("<I", 0))
+    assert struct.unpack("<I", port)[0] == ifindex_of("lb")
+    with pytest.raises(Exception, match="no such interface"):
+        lb.apply(parse_config('redirect = "nope0"\n' + BASE))
