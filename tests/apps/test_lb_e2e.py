@@ -158,7 +158,7 @@ def test_cli_drives_the_same_load_balancer(world):
     r = cli("lb", "backend", "drain", "eth0", f"tcp/{VIP4}:80", "198.18.29.9")
     assert r.returncode == 1 and "has no backend 198.18.29.9" in r.stderr and "Traceback" not in r.stderr
     r = cli("lb", "stats", "eth0", "--json")
-    assert r.returncode == 0 and json.loads(r.stdout)["flows"]["capacity"] == 131072
+    assert r.returncode == 0 and json.loads(r.stdout)["flows"]["capacity"] == 262144
     r = cli("lb", "decap", "stats", "eth0")
     assert r.returncode == 1 and "no xdpkit decapsulation program" in r.stderr
 

@@ -32,7 +32,7 @@ def register(sub) -> None:
     q.add_argument("--max-vips", type=int, default=lim.vips)
     q.add_argument("--max-backends", type=int, default=lim.backends, help="backend slots over all VIPs")
     q.add_argument("--ring", type=int, default=lim.ring, help="Maglev table slots over all VIPs")
-    q.add_argument("--flows", type=int, default=lim.flows, help="connection-tracking entries (LRU)")
+    q.add_argument("--flows", type=int, default=lim.flows, help="connection-tracking entries (4-way sets, least recently used out)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_load)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from xdpkit._sys import netlink as nl
 from xdpkit.apps.lb import maglev
 from xdpkit.apps.lb.config import PROTOCOLS, BackendConfig, LbConfig, VipConfig, parse_dict, validate
-from xdpkit.apps.lb.flowhash import flow_hash, flow_key
+from xdpkit.apps.lb.flowhash import flow_hash, flow_key, flow_slot
 from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, NotFoundError, XdpkitError
 from xdpkit.kernel import bind_map
@@ -41,10 +41,12 @@ DECAP_EVENTS = ("decap_v4", "decap_v6", "pass", "error")
 SLOT_NONE = 0xFFFFFFFF
 VIP_NO_SPORT = 1
 VIPS_PORT, VIPS_ALL_PORTS = 1, 2
+WAYS = 4
+_WAY = struct.Struct("<QIHH")              # struct lb_flow_way
 STATE_CHUNK = 4096
 _VIP = struct.Struct("<IIII")              # struct lb_vip
 _BACKEND = struct.Struct("<16sIIB3x")      # struct lb_backend
-_CFG = struct.Struct("<I4s4s16s4sH6s6sBBB3x")  # struct lb_cfg
+_CFG = struct.Struct("<I4s4s16s4sH6s6sBBB3xI")  # struct lb_cfg
 
 
 @dataclass
@@ -54,7 +56,7 @@ class Limits:
     vips: int = 64
     backends: int = 4096
     ring: int = 16 * maglev.DEFAULT_SIZE   # Maglev slots shared by all VIPs
-    flows: int = 131072                     # LRU connection-tracking entries
+    flows: int = 262144                     # connection-tracking entries (rounded up to 4 x 2^n)
 
 
 @dataclass
@@ -121,9 +123,10 @@ class LoadBalancer:
                 raise ConfigError(f"{what} {n} is out of range {lo}..{1 << 26}")
         spec = ObjectSpec.from_file(builtin_object("lb"))
         try:
+            sets = 1 << max(0, (limits.flows + WAYS - 1) // WAYS - 1).bit_length()
             for name, n in (("lb_vips", limits.vips), ("lb_vip_stats", limits.vips), ("lb_ring", limits.ring),
                             ("lb_backends", limits.backends), ("lb_be_stats", limits.backends),
-                            ("lb_flows", limits.flows)):
+                            ("lb_flows", sets)):
                 spec.maps[name].max_entries = n
             obj = spec.load()
         finally:
@@ -351,7 +354,15 @@ class LoadBalancer:
         kinds = (VIPS_PORT if any(v.port for v in cfg.vips) else 0) | \
             (VIPS_ALL_PORTS if any(not v.port for v in cfg.vips) else 0)
         return _CFG.pack(cfg.seed, src4[:4], host4, src6, host6, mtu, gw, tx_mac, redirect,
-                         int(bool(cfg.gateway_mac)), kinds)
+                         int(bool(cfg.gateway_mac)), kinds, self._map("lb_flows").max_entries - 1)
+
+    def forget_flows(self) -> None:
+        """Empty the flow table: every flow is placed again by the Maglev tables in force."""
+        m = self._map("lb_flows")
+        n = m.max_entries
+        for base in range(0, n, 65536):
+            k = min(65536, n - base)
+            m.update_batch_buffers(struct.pack(f"<{k}I", *range(base, base + k)), bytes(m.value_size * k), k)
 
     def _clear_ring(self) -> None:
         ring = self._map("lb_ring")
@@ -422,13 +433,15 @@ class LoadBalancer:
         if vip is None:
             return None
         key = flow_key(src, dst, proto, 0 if vip.hash == "no-sport" else sport, dport)
-        be_map = self._map("lb_backends")
-        remembered = self._map("lb_flows").lookup_raw(key)
-        if remembered:
-            slot, gen = struct.unpack_from("<II", remembered)
-            addr, bgen, _vid, family = _BACKEND.unpack(be_map.lookup_raw(struct.pack("<I", slot)))
-            if family and bgen == gen:
-                return str(ipaddress.ip_address(addr[:4] if family == 4 else addr))
+        be_map, flows = self._map("lb_backends"), self._map("lb_flows")
+        set_idx, tag = flow_slot(key, cfg.seed, flows.max_entries)
+        ways = flows.lookup_raw(struct.pack("<I", set_idx))
+        for off in range(0, WAYS * _WAY.size, _WAY.size):
+            wtag, slot, gen, _age = _WAY.unpack_from(ways, off)
+            if wtag == tag:
+                addr, bgen, _vid, family = _BACKEND.unpack(be_map.lookup_raw(struct.pack("<I", slot)))
+                if family and bgen & 0xFFFF == gen:
+                    return str(ipaddress.ip_address(addr[:4] if family == 4 else addr))
         vid, base, size, _flags = _VIP.unpack(self._map("lb_vips").lookup_raw(_vip_key(vip)))
         slot = struct.unpack("<I", self._map("lb_ring").lookup_raw(
             struct.pack("<I", base + flow_hash(key, cfg.seed) % size)))[0]
@@ -469,7 +482,7 @@ class LoadBalancer:
         return {"ifname": self.ifname, "program_id": self.prog_id, "vips": vips, "events": events,
                 "flows": {"hits": events.get("flow_hit", {}).get("packets", 0),
                           "misses": events.get("flow_miss", {}).get("packets", 0),
-                          "capacity": self._map("lb_flows").max_entries}}
+                          "capacity": self._map("lb_flows").max_entries * WAYS}}
 
 
 def _first_fit(regions: list[tuple[int, int]], size: int, capacity: int) -> int | None:

@@ -61,6 +61,15 @@ def flow_hash(key: bytes, seed: int) -> int:
     return _fmix(h, 40)
 
 
+TAG_SEED = 0x5BD1E995  # LB_TAG_SEED in lb.h
+
+
+def flow_slot(key: bytes, seed: int, sets: int) -> tuple[int, int]:
+    """(set index, 64-bit fingerprint) under which the flow table remembers a flow."""
+    h1, h2 = flow_hash(key, seed), flow_hash(key, seed ^ TAG_SEED)
+    return h2 & (sets - 1), ((h1 << 32) | h2) or 1
+
+
 def outer_source(hash_: int, prefix: str) -> str:
     """The outer source address the program derives from ``hash_`` within ``prefix``.
 

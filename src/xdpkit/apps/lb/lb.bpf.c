@@ -4,8 +4,8 @@
  * Packets for a VIP (address, protocol, port) are encapsulated towards one backend and sent
  * back out with XDP_TX (or XDP_REDIRECT): direct server return, the backend answers the client.
  * Everything else passes untouched. Per packet: one config lookup, one VIP lookup (two only when
- * both one-port and all-port VIPs exist), one flow-table lookup (plus, for a new flow, a hash, a
- * Maglev slot and an insert).
+ * both one-port and all-port VIPs exist), two flow hashes and one flow-table set (one cache
+ * line; plus, for a new flow, a Maglev slot and a write into the set).
  *
  * Not handled here, on purpose: VLAN-tagged frames and IPv6 extension headers other than a
  * fragment header pass untouched; fragments are balanced on addresses only (they carry no
@@ -50,10 +50,10 @@ struct {
 } lb_backends SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 131072);
-	__type(key, struct lb_flow_key);
-	__type(value, struct lb_flow);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct lb_flow_set);
 } lb_flows SEC(".maps");
 
 struct {
@@ -306,10 +306,12 @@ int xdpkit_lb(struct xdp_md *ctx)
 	struct lb_flow_key fk = {};
 	struct lb_vip_key vk = {};
 	struct lb_backend *be = NULL;
-	struct lb_flow *fl;
+	struct lb_flow_set *set;
 	struct lb_vip *vip;
 	struct lb_cfg *cfg;
-	__u32 zero = 0, slot = 0, hash = 0, outer_len, l3_len, tos;
+	__u32 zero = 0, slot = 0, hash, hash2, set_idx, way = LB_WAYS, outer_len, l3_len, tos;
+	__u64 tag;
+	__u16 now;
 	__u8 mac_dst[ETH_ALEN], mac_src[ETH_ALEN];
 	__u16 *ports;
 	int fragment = 0, df = 0, ihl5 = 1;
@@ -390,22 +392,39 @@ int xdpkit_lb(struct xdp_md *ctx)
 	if (vip->flags & LB_VIP_NO_SPORT)
 		fk.sport = 0;
 
-	fl = bpf_map_lookup_elem(&lb_flows, &fk);
-	if (fl) {
-		slot = fl->backend;
+	hash = lb_hash(&fk, cfg->seed);
+	hash2 = lb_hash(&fk, cfg->seed ^ LB_TAG_SEED);
+	tag = ((__u64)hash << 32) | hash2;
+	tag |= !tag; /* 0 marks an empty way */
+	set_idx = hash2 & cfg->flow_mask;
+	set = bpf_map_lookup_elem(&lb_flows, &set_idx);
+	if (!set)
+		return lb_event(LB_EV_ENCAP_ERROR, l3_len, XDP_DROP);
+	now = bpf_ktime_get_coarse_ns() >> LB_AGE_SHIFT;
+#pragma unroll
+	for (int i = 0; i < LB_WAYS; i++) {
+		if (set->way[i].tag == tag) {
+			way = i;
+			break;
+		}
+	}
+	if (way < LB_WAYS) {
+		struct lb_flow_way *w = &set->way[way];
+
+		slot = w->backend;
 		be = bpf_map_lookup_elem(&lb_backends, &slot);
-		if (be && be->family && be->gen == fl->gen) {
-			hash = fl->hash;
+		if (be && be->family && (__u16)be->gen == w->gen) {
+			if (w->age != now)
+				w->age = now;
 			lb_count(&lb_events, LB_EV_FLOW_HIT, l3_len);
 		} else {
 			be = NULL;
 		}
 	}
 	if (!be) {
-		struct lb_flow nf = {};
-		__u32 idx, *s;
+		struct lb_flow_way *w;
+		__u32 idx, *s, victim = way, oldest = 0;
 
-		hash = lb_hash(&fk, cfg->seed);
 		if (!vip->table_size)
 			return lb_event(LB_EV_NO_BACKEND, l3_len, XDP_DROP);
 		idx = vip->ring_base + hash % vip->table_size;
@@ -416,10 +435,29 @@ int xdpkit_lb(struct xdp_md *ctx)
 		be = bpf_map_lookup_elem(&lb_backends, &slot);
 		if (!be || !be->family)
 			return lb_event(LB_EV_NO_BACKEND, l3_len, XDP_DROP);
-		nf.backend = slot;
-		nf.gen = be->gen;
-		nf.hash = hash;
-		bpf_map_update_elem(&lb_flows, &fk, &nf, BPF_ANY);
+		if (victim >= LB_WAYS) {
+			/* an empty way, else the least recently used one */
+#pragma unroll
+			for (int i = 0; i < LB_WAYS; i++) {
+				__u32 idle = (__u16)(now - set->way[i].age);
+
+				if (!set->way[i].tag) {
+					victim = i;
+					break;
+				}
+				if (idle >= oldest) {
+					oldest = idle;
+					victim = i;
+				}
+			}
+		}
+		w = &set->way[victim & (LB_WAYS - 1)];
+		/* tag last: a reader on another CPU never pairs this flow's tag with old contents */
+		w->tag = 0;
+		w->backend = slot;
+		w->gen = be->gen;
+		w->age = now;
+		w->tag = tag;
 		lb_count(&lb_events, LB_EV_FLOW_MISS, l3_len);
 	}
 

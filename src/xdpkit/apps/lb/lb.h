@@ -41,6 +41,7 @@ struct lb_backend {
 	__u8 pad[3];
 };
 
+/* The 5-tuple a flow is known by (hashed, never stored: the flow table keeps fingerprints). */
 struct lb_flow_key {
 	__u32 src[4];
 	__u32 dst[4];
@@ -51,11 +52,23 @@ struct lb_flow_key {
 	__u16 pad;
 };
 
-struct lb_flow {
+/* The flow table: a set-associative cache. A flow lives in set (hash2 & flow_mask), in one of
+ * LB_WAYS ways, under a 64-bit fingerprint (hash1 << 32 | hash2); a new flow takes an empty way
+ * or the least recently used one. One set is one cache line, so a lookup touches one line and an
+ * insert allocates nothing and takes no lock. */
+#define LB_WAYS 4
+#define LB_TAG_SEED 0x5bd1e995u /* hash2 = hash of the key with seed ^ LB_TAG_SEED */
+#define LB_AGE_SHIFT 26         /* age unit: 2^26 ns (67 ms); a u16 wraps after 73 minutes */
+
+struct lb_flow_way {
+	__u64 tag;        /* fingerprint; 0 = empty */
 	__u32 backend;    /* slot in lb_backends */
-	__u32 gen;
-	__u32 hash;       /* flow hash: picks the outer source address */
-	__u32 pad;
+	__u16 gen;        /* low 16 bits of that slot's generation when the flow was placed */
+	__u16 age;        /* coarse time of the flow's last packet */
+};
+
+struct lb_flow_set {
+	struct lb_flow_way way[LB_WAYS];
 };
 
 /* Run-time settings (lb_cfg[0]). */
@@ -72,6 +85,7 @@ struct lb_cfg {
 	__u8 has_gw;         /* gw_mac is set */
 	__u8 vip_kinds;      /* LB_VIPS_*: which VIP lookups can succeed (each costs a hash lookup) */
 	__u8 pad[3];
+	__u32 flow_mask;     /* lb_flows sets - 1 (a power of two - 1) */
 };
 
 struct lb_counter {
