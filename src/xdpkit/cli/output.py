@@ -29,3 +29,23 @@ def print_table(rows: list[list], headers: list[str], empty: str = "") -> None:
 def info(msg: str) -> None:
     """Progress and notes go to stderr so stdout stays clean for data."""
     print(msg, file=sys.stderr)
+
+
+def show_repeatedly(read, show, *, as_json: bool, watch: bool, count: int | None) -> int:
+    """Print ``read()`` once, or every second with ``watch`` (``count`` times, or until Ctrl-C):
+    as JSON, or through ``show`` with the screen cleared between refreshes on a terminal."""
+    import time
+
+    n = 0
+    while True:
+        data = read()
+        if as_json:
+            emit_json(data)
+        else:
+            if watch and sys.stdout.isatty():
+                print("\033[2J\033[H", end="")
+            show(data)
+        n += 1
+        if not watch or (count and n >= count):
+            return 0
+        time.sleep(1.0)

@@ -65,6 +65,20 @@ def open_map_by_id(map_id: int) -> Map:
     return _from_fd(map_fd_by_id(map_id))
 
 
+def open_maps_by_id(ids) -> dict[str, Map]:
+    """Maps by id, keyed by their (kernel, 15-character) names; all or none are opened."""
+    maps: dict[str, Map] = {}
+    try:
+        for map_id in ids:
+            m = open_map_by_id(map_id)
+            maps[m.name] = m
+    except BaseException:
+        for m in maps.values():
+            m.close()
+        raise
+    return maps
+
+
 def open_pinned_map(path: str | os.PathLike) -> Map:
     """Reopen a map pinned in bpffs."""
     fd = obj_get(os.fspath(path))

@@ -1,12 +1,10 @@
 """`xdpkit firewall ...`: thin commands over xdpkit.apps.firewall.control."""
 from __future__ import annotations
 
-import sys
-import time
 
 from xdpkit.apps.firewall.control import Firewall, load_config_file
 from xdpkit.apps.firewall.rules import RuleSet, parse_rule
-from xdpkit.cli.output import emit_json, info, print_table
+from xdpkit.cli.output import emit_json, info, print_table, show_repeatedly
 
 MODES = ["native", "generic", "auto"]
 
@@ -149,16 +147,4 @@ def _print_stats(s: dict) -> None:
 
 def cmd_stats(args) -> int:
     with Firewall.open(args.iface) as fw:
-        n = 0
-        while True:
-            s = fw.stats()
-            if args.json:
-                emit_json(s)
-            else:
-                if args.watch and sys.stdout.isatty():
-                    print("\033[2J\033[H", end="")
-                _print_stats(s)
-            n += 1
-            if not args.watch or (args.count and n >= args.count):
-                return 0
-            time.sleep(1.0)
+        return show_repeatedly(fw.stats, _print_stats, as_json=args.json, watch=args.watch, count=args.count)

@@ -23,7 +23,8 @@ from xdpkit.apps.firewall.rules import RuleSet, parse_config, parse_rule
 from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, NotFoundError, XdpkitError
 from xdpkit.kernel import bind_map
-from xdpkit.maps import Map, open_map_by_id
+from xdpkit.maps import Map, open_maps_by_id
+from xdpkit.maps.percpu import summed_counters
 from xdpkit.object import Object
 from xdpkit.xdp import XdpMode, detach, query
 
@@ -125,16 +126,7 @@ class Firewall:
         ifname = nl.ifname_of(nl.ifindex_of(iface))
         for att in query(ifname):
             if att.name == PROGRAM and att.ours:
-                maps = {}
-                try:
-                    for m in att.maps:
-                        mp = open_map_by_id(m["id"])
-                        maps[mp.name] = mp
-                except BaseException:
-                    for mp in maps.values():
-                        mp.close()
-                    raise
-                return cls(ifname, maps, prog_id=att.id)
+                return cls(ifname, open_maps_by_id(m["id"] for m in att.maps), prog_id=att.id)
         raise NotFoundError(f"no xdpkit firewall on {ifname}", hint=f"load one: xdpkit firewall load {ifname}")
 
     @staticmethod
@@ -370,35 +362,22 @@ class Firewall:
     def stats(self) -> dict:
         gen = self.generation
         slots = self._slots(gen)
-        per_slot = _summed_counters(self._map("fw_counters"))
+        per_slot = summed_counters(self._map("fw_counters"))
         rules = []
         for i, r in enumerate(self.ruleset().rules):
             packets, nbytes = per_slot.get(slots[r.key()], (0, 0))
             rules.append({"index": i + 1, "rule": r.text, "packets": packets, "bytes": nbytes})
         reasons = {REASONS[k]: {"packets": pk, "bytes": by}
-                   for k, (pk, by) in _summed_counters(self._map("fw_reasons")).items() if k < len(REASONS)}
+                   for k, (pk, by) in summed_counters(self._map("fw_reasons")).items() if k < len(REASONS)}
         verdicts = {}
         vmap = self.maps.get("xdpkit_st_verdi")
         if vmap is not None:
             verdicts = {VERDICTS[k]: {"packets": pk, "bytes": by}
-                        for k, (pk, by) in _summed_counters(vmap).items() if k < len(VERDICTS)}
+                        for k, (pk, by) in summed_counters(vmap).items() if k < len(VERDICTS)}
         memory = {m.name: _memlock(m.fd) for m in self.maps.values()}
         return {"ifname": self.ifname, "program_id": self.prog_id, "generation": gen, "rules": rules,
                 "reasons": reasons, "verdicts": verdicts, "memory_bytes": sum(memory.values()),
                 "memory_by_map": memory}
-
-
-def _summed_counters(m: Map) -> dict[int, tuple[int, int]]:
-    """A per-CPU array of {packets, bytes} read in one batch: index -> sums over CPUs."""
-    out = {}
-    for k, raw in m.raw_items():
-        pk = by = 0
-        for off in range(0, len(raw), 16):  # one 16-byte value per CPU (stride = value size)
-            p, b = struct.unpack_from("<QQ", raw, off)
-            pk += p
-            by += b
-        out[int.from_bytes(k, "little")] = (pk, by)
-    return out
 
 
 def load_config_file(path: str) -> RuleSet:

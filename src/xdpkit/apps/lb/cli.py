@@ -1,12 +1,10 @@
 """`xdpkit lb ...`: thin commands over xdpkit.apps.lb.control (and health for `lb health`)."""
 from __future__ import annotations
 
-import sys
-import time
 
 from xdpkit.apps.lb.config import BackendConfig, VipConfig, load_config_file, parse_backend, parse_vip_key
-from xdpkit.apps.lb.control import Limits, LoadBalancer, decap_load, decap_stats, decap_unload
-from xdpkit.cli.output import emit_json, print_table
+from xdpkit.apps.lb.control import Limits, LoadBalancer, check_config, decap_load, decap_stats, decap_unload
+from xdpkit.cli.output import emit_json, print_table, show_repeatedly
 from xdpkit.errors import ConfigError
 
 MODES = ["native", "generic", "auto"]
@@ -156,18 +154,9 @@ def cmd_apply(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from xdpkit.apps.lb import maglev
-
-    cfg = load_config_file(args.config)
-    t0 = time.monotonic()
-    for v in cfg.vips:
-        active = [maglev.Backend(b.address, b.weight) for b in v.backends]
-        if any(b.weight for b in active):
-            maglev.build_table(active, size=v.table_size, seed=cfg.seed)
-    out = {"config": args.config, "vips": len(cfg.vips), "backends": sum(len(v.backends) for v in cfg.vips),
-           "tables_seconds": round(time.monotonic() - t0, 3)}
+    out = check_config(load_config_file(args.config))
     if args.json:
-        emit_json(out)
+        emit_json({"config": args.config, **out})
     else:
         print(f"{args.config}: {out['vips']} VIPs, {out['backends']} backends, tables built in "
               f"{out['tables_seconds']:.2f} s: OK")
@@ -245,19 +234,7 @@ def _print_stats(s: dict) -> None:
 
 def cmd_stats(args) -> int:
     with LoadBalancer.open(args.iface) as lb:
-        n = 0
-        while True:
-            s = lb.stats()
-            if args.json:
-                emit_json(s)
-            else:
-                if args.watch and sys.stdout.isatty():
-                    print("\033[2J\033[H", end="")
-                _print_stats(s)
-            n += 1
-            if not args.watch or (args.count and n >= args.count):
-                return 0
-            time.sleep(1.0)
+        return show_repeatedly(lb.stats, _print_stats, as_json=args.json, watch=args.watch, count=args.count)
 
 
 def cmd_lookup(args) -> int:

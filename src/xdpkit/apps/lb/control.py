@@ -29,7 +29,8 @@ from xdpkit.apps.lb.flowhash import flow_hash, flow_key, flow_slot
 from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, NotFoundError, XdpkitError
 from xdpkit.kernel import bind_map
-from xdpkit.maps import Map, open_map_by_id
+from xdpkit.maps import Map, open_map_by_id, open_maps_by_id
+from xdpkit.maps.percpu import summed_counters
 from xdpkit.object import ObjectSpec
 from xdpkit.xdp import XdpMode, detach, query
 
@@ -77,19 +78,6 @@ def _vip_key(v: VipConfig) -> bytes:
 
 def _backend_id(vip: VipConfig, address: str) -> str:
     return f"{vip.key} {address}"
-
-
-def _summed(m: Map) -> dict[int, tuple[int, int]]:
-    """Per-CPU {packets, bytes} array -> index: sums (one batch read)."""
-    out = {}
-    for k, raw in m.raw_items():
-        pk = by = 0
-        for off in range(0, len(raw), 16):
-            p, b = struct.unpack_from("<QQ", raw, off)
-            pk += p
-            by += b
-        out[int.from_bytes(k, "little")] = (pk, by)
-    return out
 
 
 def _zero(m: Map, indexes) -> None:
@@ -150,16 +138,7 @@ class LoadBalancer:
         att = _find(ifname)
         if att is None:
             raise NotFoundError(f"no xdpkit load balancer on {ifname}", hint=f"load one: xdpkit lb load {ifname}")
-        maps: dict[str, Map] = {}
-        try:
-            for m in att.maps:
-                mp = open_map_by_id(m["id"])
-                maps[mp.name] = mp
-        except BaseException:
-            for mp in maps.values():
-                mp.close()
-            raise
-        return cls(ifname, maps, prog_id=att.id)
+        return cls(ifname, open_maps_by_id(m["id"] for m in att.maps), prog_id=att.id)
 
     @staticmethod
     def unload(iface) -> None:
@@ -455,8 +434,8 @@ class LoadBalancer:
         cfg = parse_dict(state["config"])
         down = set(state["down"])
         changes = state.get("health_changes", {})
-        vip_stats = _summed(self._map("lb_vip_stats"))
-        be_stats = _summed(self._map("lb_be_stats"))
+        vip_stats = summed_counters(self._map("lb_vip_stats"))
+        be_stats = summed_counters(self._map("lb_be_stats"))
         placed = {k: _VIP.unpack(v) for k, v in self._map("lb_vips").raw_items()}
         slots = {}
         for k, v in self._map("lb_backends").raw_items():
@@ -478,11 +457,22 @@ class LoadBalancer:
             vips.append({"vip": v.key, "hash": v.hash, "table_size": v.table_size, "packets": pk, "bytes": by,
                          "backends": backends})
         events = {EVENTS[k]: {"packets": pk, "bytes": by}
-                  for k, (pk, by) in _summed(self._map("lb_events")).items() if k < len(EVENTS)}
+                  for k, (pk, by) in summed_counters(self._map("lb_events")).items() if k < len(EVENTS)}
         return {"ifname": self.ifname, "program_id": self.prog_id, "vips": vips, "events": events,
                 "flows": {"hits": events.get("flow_hit", {}).get("packets", 0),
                           "misses": events.get("flow_miss", {}).get("packets", 0),
                           "capacity": self._map("lb_flows").max_entries * WAYS}}
+
+
+def check_config(cfg: LbConfig) -> dict:
+    """Validate ``cfg`` without the kernel: build every Maglev table, report what it holds."""
+    t0 = time.monotonic()
+    for v in validate(cfg).vips:
+        active = [maglev.Backend(b.address, b.weight) for b in v.backends]
+        if any(b.weight for b in active):
+            maglev.build_table(active, size=v.table_size, seed=cfg.seed)
+    return {"vips": len(cfg.vips), "backends": sum(len(v.backends) for v in cfg.vips),
+            "tables_seconds": round(time.monotonic() - t0, 3)}
 
 
 def _first_fit(regions: list[tuple[int, int]], size: int, capacity: int) -> int | None:
@@ -546,7 +536,7 @@ def decap_stats(iface) -> dict:
             for m in att.maps:
                 if m["name"].startswith("lb_decap_event"):
                     with open_map_by_id(m["id"]) as mp:
-                        counts = _summed(mp)
+                        counts = summed_counters(mp)
                     return {"ifname": ifname, "program_id": att.id,
                             "events": {DECAP_EVENTS[k]: {"packets": p, "bytes": b}
                                        for k, (p, b) in counts.items() if k < len(DECAP_EVENTS)}}
