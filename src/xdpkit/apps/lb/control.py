@@ -229,8 +229,10 @@ class LoadBalancer:
             raise ConfigError(f"{len(new_keys)} VIPs; this load balancer holds at most {vip_map.max_entries}",
                               hint="reload it with a larger --max-vips")
         kept = {k: old_vips[k] for k in new_keys if k in old_vips and old_vips[k][2] == new_keys[k].table_size}
-        used_ids = {v[0] for v in kept.values()}
-        regions = sorted((v[1], v[1] + v[2]) for v in kept.values())
+        # Ids and regions of every old VIP stay taken during this apply: packets may still be
+        # reading them until the VIP entries are switched.
+        used_ids = {v[0] for v in old_vips.values()}
+        regions = sorted((v[1], v[1] + v[2]) for v in old_vips.values())
         ring_size = self._map("lb_ring").max_entries
         placed = {}
         free_ids = (i for i in range(vip_map.max_entries) if i not in used_ids)
