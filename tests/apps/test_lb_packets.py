@@ -363,3 +363,43 @@ def test_redirect_to_another_interface(lb):
     assert struct.unpack("<I", port)[0] == ifindex_of("lb")
     with pytest.raises(Exception, match="no such interface"):
         lb.apply(parse_config('redirect = "nope0"\n' + BASE))
+
+
+def test_a_thousand_backends(lb):
+    """Big pools: tables, slots and the kernel-held config all take 1,000 backends."""
+    pool = ", ".join(f'"198.18.{30 + i // 250}.{i % 250 + 1}"' for i in range(1000))
+    cfg = parse_config(BASE + f'\n[[vip]]\naddress = "198.18.201.1"\nprotocol = "tcp"\nport = 443\n'
+                              f'backends = [{pool}]\n')
+    res = lb.apply(cfg)
+    assert res.backends == 1000 + 6
+    seen = {Ether(run(lb, tcp4(sport=10000 + i, dport=443, dst="198.18.201.1")).data)[IP].dst for i in range(1500)}
+    assert len(seen) > 600  # 1,500 flows over 1,000 equal backends
+    assert len(lb.config().vips[-1].backends) == 1000
+    lb.add_backend("tcp/198.18.201.1:443", "198.18.29.1")
+    assert len(lb.config().vips[-1].backends) == 1001
+
+
+def test_exporter_labels_vips_and_backends(lb, loaded):
+    import subprocess
+    import sys
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    name, _ = loaded
+    frame = tcp4(sport=43000)
+    for _ in range(3):
+        res = run(lb, frame)
+    dst = Ether(res.data)[IP].dst
+    lb.drain(f"tcp/{VIP4}:80", BE4[0])
+    r = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-m", "xdpkit", "exporter", "--once"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    fams = {f.name: f for f in text_string_to_metric_families(r.stdout)}
+    per_backend = {(s.labels["vip"], s.labels["backend"]): s.value
+                   for s in fams["xdpkit_lb_backend_packets"].samples if s.name.endswith("_total")}
+    assert per_backend[(f"tcp/{VIP4}:80", dst)] >= 3
+    weights = {s.labels["backend"]: s.value for s in fams["xdpkit_lb_backend_weight"].samples
+               if s.labels["vip"] == f"tcp/{VIP4}:80"}
+    assert weights == {BE4[0]: 0.0, BE4[1]: 1.0, BE4[2]: 1.0}
+    events = {s.labels["event"]: s.value for s in fams["xdpkit_lb_events"].samples if s.name.endswith("_total")}
+    assert events["flow_hit"] >= 2 and events["flow_miss"] >= 1

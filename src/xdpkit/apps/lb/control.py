@@ -16,6 +16,7 @@ backend slots are freed last (their generation changes, so remembered flows re-h
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import struct
@@ -240,7 +241,11 @@ class LoadBalancer:
             if k in kept:
                 placed[k] = kept[k][:3]
                 continue
-            vid = old_vips[k][0] if k in old_vips else next(free_ids)
+            vid = old_vips[k][0] if k in old_vips else next(free_ids, None)
+            if vid is None:
+                raise ConfigError(f"VIP {v.key}: no free VIP id (at most {vip_map.max_entries}, and removed VIPs "
+                                  "free theirs only after this change)", hint="apply the removal first, or reload "
+                                  "with a larger --max-vips")
             base = _first_fit(regions, v.table_size, ring_size)
             if base is None:
                 raise ConfigError(f"VIP {v.key}: no room for a table of {v.table_size} slots "
@@ -254,8 +259,8 @@ class LoadBalancer:
         for k, v in new_keys.items():
             for b in v.backends:
                 wanted[(placed[k][0], _addr16(b.address))] = (v, b)
-        taken = {old_slots[p] for p in wanted if p in old_slots}
-        free_slots = (s for s in range(be_map.max_entries) if s not in taken and s not in old_slots.values())
+        taken = set(old_slots.values())  # freed only after this apply: packets may still use them
+        free_slots = (s for s in range(be_map.max_entries) if s not in taken)
         slot_of = {}
         fresh = []
         for p, (v, b) in wanted.items():
@@ -277,7 +282,8 @@ class LoadBalancer:
             vid, base, size = placed[k]
             active = [maglev.Backend(b.address, 0 if _backend_id(v, b.address) in down else b.weight)
                       for b in v.backends]
-            sig = json.dumps([cfg.seed, base, size, sorted((x.name, x.weight) for x in active)])
+            sig = hashlib.sha256(json.dumps([cfg.seed, base, size, sorted((x.name, x.weight) for x in active)])
+                                 .encode()).hexdigest()[:32]
             new_signatures[v.key] = sig
             if signatures.get(v.key) == sig and k in kept:
                 continue
