@@ -309,7 +309,8 @@ int xdpkit_lb(struct xdp_md *ctx)
 	struct lb_flow_set *set;
 	struct lb_vip *vip;
 	struct lb_cfg *cfg;
-	__u32 zero = 0, slot = 0, hash, hash2, set_idx, way = LB_WAYS, outer_len, l3_len, tos;
+	__u32 zero = 0, slot = 0, hash, hash2, set_idx, ring_idx, ring_slot, *ring, way = LB_WAYS;
+	__u32 outer_len, l3_len, tos;
 	__u64 tag;
 	__u16 now;
 	__u8 mac_dst[ETH_ALEN], mac_src[ETH_ALEN];
@@ -396,6 +397,15 @@ int xdpkit_lb(struct xdp_md *ctx)
 	hash2 = lb_hash(&fk, cfg->seed ^ LB_TAG_SEED);
 	tag = ((__u64)hash << 32) | hash2;
 	tag |= !tag; /* 0 marks an empty way */
+	/* The Maglev slot is read before the flow table is searched, though only a new flow needs
+	 * it: the two loads are independent, so their cache misses overlap instead of adding up. */
+	if (!vip->table_size)
+		return lb_event(LB_EV_NO_BACKEND, l3_len, XDP_DROP);
+	ring_idx = vip->ring_base + hash % vip->table_size;
+	ring = bpf_map_lookup_elem(&lb_ring, &ring_idx);
+	if (!ring)
+		return lb_event(LB_EV_NO_BACKEND, l3_len, XDP_DROP);
+	ring_slot = *ring;
 	set_idx = hash2 & cfg->flow_mask;
 	set = bpf_map_lookup_elem(&lb_flows, &set_idx);
 	if (!set)
@@ -423,15 +433,11 @@ int xdpkit_lb(struct xdp_md *ctx)
 	}
 	if (!be) {
 		struct lb_flow_way *w;
-		__u32 idx, *s, victim = way, oldest = 0;
+		__u32 victim = way, oldest = 0;
 
-		if (!vip->table_size)
+		if (ring_slot == LB_SLOT_NONE)
 			return lb_event(LB_EV_NO_BACKEND, l3_len, XDP_DROP);
-		idx = vip->ring_base + hash % vip->table_size;
-		s = bpf_map_lookup_elem(&lb_ring, &idx);
-		if (!s || *s == LB_SLOT_NONE)
-			return lb_event(LB_EV_NO_BACKEND, l3_len, XDP_DROP);
-		slot = *s;
+		slot = ring_slot;
 		be = bpf_map_lookup_elem(&lb_backends, &slot);
 		if (!be || !be->family)
 			return lb_event(LB_EV_NO_BACKEND, l3_len, XDP_DROP);
