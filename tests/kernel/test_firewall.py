@@ -323,3 +323,13 @@ def test_exporter_labels_firewall_rules(fw, loaded_fw):
     reasons = {s.labels["reason"]: s.value for s in fams["xdpkit_firewall_reason_packets"].samples
                if s.name.endswith("_total")}
     assert reasons["malformed"] == 0.0
+
+
+def test_source_memo_follows_every_apply(fw):
+    """The per-CPU memo of source lookups is keyed by the apply count: A, B, A, B with the two
+    table halves reused never serves a decision from an earlier rule set."""
+    frame = v4() / UDP(dport=9)
+    for i in range(4):
+        use(fw, "deny src 198.18.1.2" if i % 2 == 0 else "deny src 198.18.1.3")
+        want = Verdict.XDP_DROP if i % 2 == 0 else Verdict.XDP_PASS
+        assert [run(fw, frame) for _ in range(3)] == [want] * 3

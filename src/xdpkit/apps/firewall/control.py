@@ -25,7 +25,7 @@ from xdpkit.errors import ConfigError, NotFoundError, XdpkitError
 from xdpkit.kernel import bind_map
 from xdpkit.maps import Map, open_maps_by_id
 from xdpkit.maps.percpu import summed_counters
-from xdpkit.object import Object
+from xdpkit.object import Object, ObjectSpec
 from xdpkit.xdp import XdpMode, detach, query
 
 PROGRAM = "xdpkit_firewall"
@@ -99,14 +99,24 @@ class Firewall:
     # ---- lifecycle --------------------------------------------------------------------------
     @classmethod
     def load(cls, iface, ruleset: RuleSet | None = None, *, mode=XdpMode.AUTO, force: bool = False,
-             progress=None) -> "Firewall":
-        """Load the firewall, fill it with ``ruleset`` and attach it to ``iface`` (persistent)."""
+             progress=None, src_memo: bool = True) -> "Firewall":
+        """Load the firewall, fill it with ``ruleset`` and attach it to ``iface`` (persistent).
+
+        ``src_memo=False`` switches off the per-CPU memo of source-address lookups, so every
+        packet walks the prefix tables (what the benchmark's table-cost figures measure).
+        """
         ifname = nl.ifname_of(nl.ifindex_of(iface))
         for att in query(ifname):
             if att.name == PROGRAM and att.ours:
                 raise XdpkitError(f"a firewall is already loaded on {ifname} (program {att.id})",
                                   hint=f"change its rules with `xdpkit firewall apply {ifname} CONFIG`")
-        obj = Object.from_file(builtin_object("firewall"), program=PROGRAM)
+        spec = ObjectSpec.from_file(builtin_object("firewall"))
+        try:
+            spec.select(program=PROGRAM)
+            spec.rodata["cfg_src_memo"] = int(bool(src_memo))
+            obj = spec.load()
+        finally:
+            spec.close()
         try:
             prog = obj.programs[PROGRAM]
             # fw_text is read by the control plane only: bind it so that it lives with the
@@ -202,7 +212,8 @@ class Firewall:
         new = 1 - old
         slots = self._assign_slots(compiled, old)
         work = self._fill(compiled, new, slots, progress)
-        self._map("fw_active").update_raw(b"\0" * 4, struct.pack("<I", new))
+        applies = struct.unpack("<I", self._map("fw_active").lookup_raw(b"\0" * 4)[:4])[0]
+        self._map("fw_active").update_raw(b"\0" * 4, struct.pack("<I", (applies + 1) & 0xFFFFFFFF))
         self._cleanup(old)
         return ApplyResult(rules=len(compiled.rules), classes=len(compiled.classes), entries=work,
                            seconds=time.monotonic() - t0, generation=new)

@@ -20,6 +20,17 @@
 #include <xdpkit/stats.h>
 #include "firewall.h"
 
+const volatile __u8 cfg_src_memo = 1;
+
+#define READ_ONCE_U32(x) (*(volatile __u32 *)&(x))
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1 << FW_SRC_MEMO_BITS);
+	__type(key, __u32);
+	__type(value, struct fw_src_memo);
+} fw_src_memo SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -448,6 +459,28 @@ __noinline __u32 fw_src_class(struct fw_pkt *p, struct fw_gen *g, __u32 gen)
 	return c;
 }
 
+/* fw_src_class through the per-CPU memo (IPv4): a flood from a few thousand sources skips the
+ * prefix tables. Off with cfg_src_memo = 0 (the benchmark measures the tables that way). */
+static __always_inline __u32 fw_src_class_memo(struct fw_pkt *p, struct fw_gen *g, __u32 gen, __u32 epoch)
+{
+	struct fw_src_memo *m;
+	__u32 idx, c;
+
+	if (!cfg_src_memo || p->family != 4)
+		return fw_src_class(p, g, gen);
+	idx = (p->src4 * 2654435761u) >> (32 - FW_SRC_MEMO_BITS);
+	m = bpf_map_lookup_elem(&fw_src_memo, &idx);
+	if (m && m->addr == p->src4 && m->epoch == epoch + 1)
+		return m->c_src;
+	c = fw_src_class(p, g, gen);
+	if (m) {
+		m->addr = p->src4;
+		m->epoch = epoch + 1;
+		m->c_src = c;
+	}
+	return c;
+}
+
 /* Look up every field's class and AND the class bitmaps into sc->m. Global, so verified once.
  * Class 0 is "every rule": a field no rule looks at costs no lookup. Returns 0 when sc->m
  * holds the matches, rule index + 1 when an address alone decided, -1 on a missing entry. */
@@ -506,14 +539,16 @@ SEC("xdp")
 int xdpkit_firewall(struct xdp_md *ctx)
 {
 	struct fw_pkt p = {};
-	__u32 zero = 0, gen;
+	__u32 zero = 0, gen, epoch;
 	struct fw_active *act = bpf_map_lookup_elem(&fw_active, &zero);
 	struct fw_gen *g;
 	int parsed;
 
 	if (!act)
 		return XDP_PASS;
-	gen = act->gen & 1;
+	/* read once: the memo's epoch and the tables' half must come from the same apply */
+	epoch = READ_ONCE_U32(act->gen);
+	gen = epoch & 1;
 	g = bpf_map_lookup_elem(&fw_gen, &gen);
 	if (!g)
 		return XDP_PASS;
@@ -529,7 +564,7 @@ int xdpkit_firewall(struct xdp_md *ctx)
 	__u32 c_src = 0;
 
 	if (g->fields & FW_F_SRC) {
-		c_src = fw_src_class(&p, g, gen);
+		c_src = fw_src_class_memo(&p, g, gen, epoch);
 		if (c_src >> 16)
 			return fw_by_rule(ctx, &p, g, fw_rule_at(gen, (c_src >> 16) - 1));
 	}

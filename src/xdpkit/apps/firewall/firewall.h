@@ -48,7 +48,18 @@ struct fw_gen {
 };
 
 struct fw_active {
-	__u32 gen;            /* 0 or 1: which half of every table packets use */
+	__u32 gen;            /* applies so far; gen & 1 is the half of every table packets use */
+};
+
+/* A per-CPU memo of source-address lookups: (address, apply count) -> fw_src_class result.
+ * Direct-mapped by a multiplicative hash of the address; an entry from an earlier apply never
+ * matches, so the memo needs no invalidation. */
+#define FW_SRC_MEMO_BITS 10
+struct fw_src_memo {
+	__u32 addr;
+	__u32 epoch;          /* fw_active.gen + 1 (0 = empty) */
+	__u32 c_src;
+	__u32 pad;
 };
 
 struct fw_rule {
