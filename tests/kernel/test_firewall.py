@@ -204,6 +204,25 @@ def test_per_source_rate_limit(fw):
     assert s["within_rate"]["packets"] == 200 and s["rate_limited"]["packets"] == 400
 
 
+def test_per_source_state_is_per_rule_and_starts_fresh_for_a_new_rule(fw):
+    """IPv4 sources live in a set array tagged by rule slot: two rated rules keep separate state
+    for one source, and a rule that takes over a slot starts with a full burst."""
+    use(fw, "deny tcp flags syn/syn,ack rate 100/s per-source\ndeny udp rate 50/s per-source")
+    run(fw, v4() / TCP(flags="S"), repeat=300)
+    run(fw, v4() / UDP(dport=7), repeat=300)
+    s = fw.stats()["reasons"]
+    assert s["within_rate"]["packets"] == 150 and s["rate_limited"]["packets"] == 450
+    fw.reset_counters()
+    use(fw, "deny udp rate 50/s per-source\ndeny icmp rate 30/s per-source")  # the SYN rule's slot is reused
+    run(fw, v4() / ICMP(), repeat=100)
+    s = fw.stats()["reasons"]
+    assert s["within_rate"]["packets"] == 30 and s["rate_limited"]["packets"] == 70
+    many = [v4(src=f"198.18.{i // 250}.{i % 250 + 1}") / UDP(dport=7) for i in range(2000)]
+    for f in many:  # 2,000 sources: each gets its own burst
+        run(fw, f, repeat=1)
+    assert fw.stats()["reasons"]["within_rate"]["packets"] == 30 + 2000
+
+
 def test_apply_is_atomic(fw):
     """Under set A the probe passes (port differs), under B too (source differs); only a mix of
     A's source class with B's port class would drop it."""

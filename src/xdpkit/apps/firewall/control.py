@@ -244,11 +244,27 @@ class Firewall:
         return slots  # type: ignore[return-value]
 
     def _forget_sources(self, slots: set[int]) -> None:
-        for name in ("fw_rl_src4", "fw_rl_src6"):
-            lru = self._map(name)
-            stale = [k for k, _ in lru.raw_items() if struct.unpack("<I", k[:4])[0] in slots]
-            for k in stale:
-                lru.delete_raw(k)
+        """A rule taking over a counter slot must not inherit its predecessor's rate state."""
+        sets = self._map("fw_rl_src4")
+        keys, values, n = sets.lookup_batch_buffers(chunk=65536)
+        words = array("I", values)  # struct fw_rl_set4: 16 u32 per set, tags at words 1 and 9
+        if sys.byteorder != "little":
+            words.byteswap()
+        want = {s + 1 for s in slots}
+        stride = sets.value_size // 4
+        hits = [i for i, t in enumerate(words[1::stride]) if t in want]
+        hits += [i for i, t in enumerate(words[stride // 2 + 1::stride]) if t in want]
+        changed = {}
+        for i in hits:
+            raw = changed.setdefault(i, bytearray(values[i * sets.value_size:(i + 1) * sets.value_size]))
+            for off in (0, sets.value_size // 2):
+                if int.from_bytes(raw[off + 4:off + 8], "little") in want:
+                    raw[off:off + sets.value_size // 2] = bytes(sets.value_size // 2)
+        if changed:
+            sets.update_batch_raw([(keys[i * 4:(i + 1) * 4], bytes(raw)) for i, raw in changed.items()])
+        lru = self._map("fw_rl_src6")
+        for k in [k for k, _ in lru.raw_items() if struct.unpack("<I", k[:4])[0] in slots]:
+            lru.delete_raw(k)
 
     def _fill(self, c: C.Compiled, gen: int, slots: list[int], progress) -> int:
         total = (len(c.src4_24) + len(c.src4_32) + len(c.dst4_24) + len(c.dst4_32)
@@ -367,7 +383,11 @@ class Firewall:
         tats = self._map("fw_rl_rule")
         tats.update_batch_buffers(b"".join(struct.pack("<I", i) for i in range(tats.max_entries)),
                                   bytes(16) * tats.max_entries, tats.max_entries)
-        self._map("fw_rl_src4").clear()
+        sets = self._map("fw_rl_src4")
+        n = sets.max_entries
+        for base in range(0, n, 65536):
+            k = min(65536, n - base)
+            sets.update_batch_buffers(struct.pack(f"<{k}I", *range(base, base + k)), bytes(sets.value_size * k), k)
         self._map("fw_rl_src6").clear()
 
     def stats(self) -> dict:

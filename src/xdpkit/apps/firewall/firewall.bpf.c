@@ -133,10 +133,10 @@ struct {
 } fw_rl_rule SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 1 << 18);
-	__type(key, struct fw_rl_key4);
-	__type(value, struct fw_tat);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << FW_RL4_SET_BITS);
+	__type(key, __u32);
+	__type(value, struct fw_rl_set4);
 } fw_rl_src4 SEC(".maps");
 
 struct {
@@ -158,6 +158,41 @@ static __always_inline struct fw_tat *fw_source_tat(void *map, void *key)
 		tat = bpf_map_lookup_elem(map, key);
 	}
 	return tat;
+}
+
+/* Find or make the rate state of one IPv4 source for one rule (see struct fw_rl_way4). Two CPUs
+ * making the same new source at once may each take a way; the first way found wins afterwards
+ * and the other ages out. */
+static __always_inline struct fw_tat *fw_source_tat4(__u32 slot, __u32 addr, __u64 now)
+{
+	__u32 tag = slot + 1;
+	__u32 idx = ((addr ^ (tag * 0x9e3779b9u)) * 2654435761u) >> (32 - FW_RL4_SET_BITS);
+	struct fw_rl_set4 *set = bpf_map_lookup_elem(&fw_rl_src4, &idx);
+	struct fw_rl_way4 *w;
+
+	if (!set)
+		return NULL;
+	if (set->way[0].tag == tag && set->way[0].addr == addr) {
+		w = &set->way[0];
+	} else if (set->way[1].tag == tag && set->way[1].addr == addr) {
+		w = &set->way[1];
+	} else {
+		/* an empty way, else the one idle longer */
+		if (!set->way[0].tag || (set->way[1].tag && set->way[0].seen <= set->way[1].seen))
+			w = &set->way[0];
+		else
+			w = &set->way[1];
+		w->tag = 0;
+		w->tat.pps = 0;
+		w->tat.bps = 0;
+		w->addr = addr;
+		w->seen = now;
+		w->tag = tag;
+		return &w->tat;
+	}
+	if (w->seen != now)
+		w->seen = now;
+	return &w->tat;
 }
 
 struct fw_pkt {
@@ -305,9 +340,7 @@ __noinline int fw_within_rate(struct fw_rule *r, struct fw_scan *p)
 		return 0;
 	if (r->per_source) {
 		if (p->family == 4) {
-			struct fw_rl_key4 k4 = { .slot = r->slot, .addr = p->src4 };
-
-			tat = fw_source_tat(&fw_rl_src4, &k4);
+			tat = fw_source_tat4(r->slot, p->src4, now);
 		} else {
 			struct fw_rl_key6 k6 = { .slot = r->slot };
 

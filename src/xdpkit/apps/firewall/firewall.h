@@ -109,10 +109,21 @@ struct fw_tat {
 	__u64 bps;
 };
 
-/* per-source rate state: IPv4 keys are short, because hashing cost grows with key size */
-struct fw_rl_key4 {
-	__u32 slot;
+/* Per-source rate state of IPv4 sources: an array of 2-way sets, one cache line each, indexed
+ * by a multiplicative hash of (rule, address). A kernel LRU hash costs ~30 ns per lookup here and
+ * ~1 us per insert once full (its eviction takes a global lock), which a SYN flood from random
+ * sources turns into the firewall's ceiling; a set lookup is an array access and a compare, and a
+ * new source overwrites the way idle longer. */
+#define FW_RL4_SET_BITS 17
+struct fw_rl_way4 {
 	__u32 addr;
+	__u32 tag;            /* rule slot + 1; 0 = empty */
+	__u64 seen;           /* coarse time of the source's last packet */
+	struct fw_tat tat;
+};
+
+struct fw_rl_set4 {
+	struct fw_rl_way4 way[2];
 };
 
 struct fw_rl_key6 {
