@@ -23,7 +23,7 @@ from xdpkit.apps.firewall.rules import RuleSet, parse_config, parse_rule
 from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, NotFoundError, XdpkitError
 from xdpkit.kernel import bind_map
-from xdpkit.maps import Map, open_maps_by_id
+from xdpkit.apps.handle import AppHandle, zero_array
 from xdpkit.maps.percpu import summed_counters
 from xdpkit.object import Object, ObjectSpec
 from xdpkit.xdp import XdpMode, detach, query
@@ -87,14 +87,10 @@ def _memlock(fd: int) -> int:
     return 0
 
 
-class Firewall:
+class Firewall(AppHandle):
     """A firewall instance on one interface (maps from a loaded Object or from the kernel)."""
 
-    def __init__(self, ifname: str, maps: dict[str, Map], *, obj: Object | None = None, prog_id: int = 0):
-        self.ifname = ifname
-        self.maps = maps
-        self._obj = obj
-        self.prog_id = prog_id
+    KIND = "firewall"
 
     # ---- lifecycle --------------------------------------------------------------------------
     @classmethod
@@ -136,7 +132,7 @@ class Firewall:
         ifname = nl.ifname_of(nl.ifindex_of(iface))
         for att in query(ifname):
             if att.name == PROGRAM and att.ours:
-                return cls(ifname, open_maps_by_id(m["id"] for m in att.maps), prog_id=att.id)
+                return cls.from_attachment(att)
         raise NotFoundError(f"no xdpkit firewall on {ifname}", hint=f"load one: xdpkit firewall load {ifname}")
 
     @staticmethod
@@ -146,25 +142,6 @@ class Firewall:
         if not atts:
             raise NotFoundError(f"no xdpkit firewall on {ifname}")
         detach(ifname)
-
-    def close(self) -> None:
-        if self._obj is not None:
-            self._obj.close()
-        else:
-            for m in self.maps.values():
-                m.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _map(self, name: str) -> Map:
-        try:
-            return self.maps[name[:15]]
-        except KeyError:
-            raise XdpkitError(f"firewall map {name} not found (program {self.prog_id})") from None
 
     # ---- reading the current state ---------------------------------------------------------
     @property
@@ -383,11 +360,7 @@ class Firewall:
         tats = self._map("fw_rl_rule")
         tats.update_batch_buffers(b"".join(struct.pack("<I", i) for i in range(tats.max_entries)),
                                   bytes(16) * tats.max_entries, tats.max_entries)
-        sets = self._map("fw_rl_src4")
-        n = sets.max_entries
-        for base in range(0, n, 65536):
-            k = min(65536, n - base)
-            sets.update_batch_buffers(struct.pack(f"<{k}I", *range(base, base + k)), bytes(sets.value_size * k), k)
+        zero_array(self._map("fw_rl_src4"))
         self._map("fw_rl_src6").clear()
 
     def stats(self) -> dict:

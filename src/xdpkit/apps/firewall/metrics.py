@@ -14,11 +14,7 @@ def collect(att, open_map):
     """Metric families for one attachment (nothing when it is not the xdpkit firewall)."""
     if att.name != PROGRAM or not att.ours:
         return []
-    maps = {}
-    for m in att.maps:
-        mp = open_map(m["id"])
-        maps[mp.name] = mp
-    s = Firewall(att.ifname, maps, prog_id=att.id).stats()  # maps are the exporter's: not closed
+    s = Firewall.from_attachment(att, open_map).stats()  # the exporter's cached maps: not closed
     rule_p = CounterMetricFamily("xdpkit_firewall_rule_packets", "Packets decided by each rule",
                                  labels=["ifname", "index", "rule"])
     rule_b = CounterMetricFamily("xdpkit_firewall_rule_bytes", "Bytes decided by each rule",

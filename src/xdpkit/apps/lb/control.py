@@ -30,7 +30,8 @@ from xdpkit.apps.lb.flowhash import flow_hash, flow_key, flow_slot
 from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, NotFoundError, XdpkitError
 from xdpkit.kernel import bind_map
-from xdpkit.maps import Map, open_map_by_id, open_maps_by_id
+from xdpkit.apps.handle import AppHandle, zero_array
+from xdpkit.maps import Map, open_map_by_id
 from xdpkit.maps.percpu import summed_counters
 from xdpkit.object import ObjectSpec
 from xdpkit.xdp import XdpMode, detach, query
@@ -87,14 +88,10 @@ def _zero(m: Map, indexes) -> None:
         m.update_batch_raw([(struct.pack("<I", i), bytes(m.value_buf_size)) for i in indexes])
 
 
-class LoadBalancer:
+class LoadBalancer(AppHandle):
     """The load balancer attached to one interface (maps from a fresh load or from the kernel)."""
 
-    def __init__(self, ifname: str, maps: dict[str, Map], *, obj=None, prog_id: int = 0):
-        self.ifname = ifname
-        self.maps = maps
-        self._obj = obj
-        self.prog_id = prog_id
+    KIND = "load balancer"
 
     # ---- lifecycle ------------------------------------------------------------------------
     @classmethod
@@ -139,7 +136,7 @@ class LoadBalancer:
         att = _find(ifname)
         if att is None:
             raise NotFoundError(f"no xdpkit load balancer on {ifname}", hint=f"load one: xdpkit lb load {ifname}")
-        return cls(ifname, open_maps_by_id(m["id"] for m in att.maps), prog_id=att.id)
+        return cls.from_attachment(att)
 
     @staticmethod
     def unload(iface) -> None:
@@ -147,27 +144,6 @@ class LoadBalancer:
         if _find(ifname) is None:
             raise NotFoundError(f"no xdpkit load balancer on {ifname}")
         detach(ifname)
-
-    def close(self) -> None:
-        if self._obj is not None:
-            self._obj.close()
-            self._obj = None
-        else:
-            for m in self.maps.values():
-                m.close()
-        self.maps = {}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _map(self, name: str) -> Map:
-        try:
-            return self.maps[name[:15]]
-        except KeyError:
-            raise XdpkitError(f"load balancer map {name} not found (program {self.prog_id})") from None
 
     # ---- the state kept in the kernel -----------------------------------------------------
     def _state(self) -> dict:
@@ -345,11 +321,7 @@ class LoadBalancer:
 
     def forget_flows(self) -> None:
         """Empty the flow table: every flow is placed again by the Maglev tables in force."""
-        m = self._map("lb_flows")
-        n = m.max_entries
-        for base in range(0, n, 65536):
-            k = min(65536, n - base)
-            m.update_batch_buffers(struct.pack(f"<{k}I", *range(base, base + k)), bytes(m.value_size * k), k)
+        zero_array(self._map("lb_flows"))
 
     def _clear_ring(self) -> None:
         ring = self._map("lb_ring")

@@ -11,11 +11,7 @@ def collect(att, open_map):
     """Metric families for one attachment (nothing when it is not the xdpkit load balancer)."""
     if att.name != PROGRAM or not att.ours:
         return []
-    maps = {}
-    for m in att.maps:
-        mp = open_map(m["id"])
-        maps[mp.name] = mp
-    s = LoadBalancer(att.ifname, maps, prog_id=att.id).stats()  # the exporter's maps: not closed
+    s = LoadBalancer.from_attachment(att, open_map).stats()  # the exporter's cached maps: not closed
     vip_p = CounterMetricFamily("xdpkit_lb_vip_packets", "Packets forwarded per VIP", labels=["ifname", "vip"])
     vip_b = CounterMetricFamily("xdpkit_lb_vip_bytes", "Bytes forwarded per VIP", labels=["ifname", "vip"])
     be_p = CounterMetricFamily("xdpkit_lb_backend_packets", "Packets forwarded per backend",
