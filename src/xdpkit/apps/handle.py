@@ -8,20 +8,66 @@ from __future__ import annotations
 
 import struct
 
-from xdpkit.errors import XdpkitError
+from xdpkit._sys import netlink as nl
+from xdpkit.errors import NotFoundError, XdpkitError
 from xdpkit.maps import Map, open_maps_by_id
+from xdpkit.xdp import detach, query
 
 CHUNK = 65536
 
 
 class AppHandle:
-    KIND = "app"  # used in messages: "firewall map fw_gen not found"
+    KIND = "app"          # in messages: "no xdpkit firewall on eth0"
+    COMMAND = "app"       # its CLI noun: "xdpkit firewall load eth0"
+    PROGRAM = ""          # the app's XDP program name, how it is found on an interface
+    CHANGE_HINT = ""      # what to do instead of loading twice
 
     def __init__(self, ifname: str, maps: dict[str, Map], *, obj=None, prog_id: int = 0):
         self.ifname = ifname
         self.maps = maps
         self._obj = obj
         self.prog_id = prog_id
+
+    @classmethod
+    def _attachment(cls, ifname: str):
+        """Our program of this app on ``ifname``, or None."""
+        for att in query(ifname):
+            if att.name == cls.PROGRAM and att.ours:
+                return att
+        return None
+
+    @classmethod
+    def _ifname_free(cls, iface) -> str:
+        """The interface's name, after checking that the app is not loaded there yet."""
+        ifname = nl.ifname_of(nl.ifindex_of(iface))
+        att = cls._attachment(ifname)
+        if att is not None:
+            raise XdpkitError(f"a {cls.KIND} is already loaded on {ifname} (program {att.id})",
+                              hint=cls.CHANGE_HINT.format(ifname=ifname) or None)
+        return ifname
+
+    @classmethod
+    def _from_object(cls, ifname: str, obj, prog):
+        """The handle of a freshly loaded object (its maps by kernel name)."""
+        return cls(ifname, {m.name[:15]: m for m in obj.maps.values()}, obj=obj, prog_id=prog.id)
+
+    @classmethod
+    def open(cls, iface):
+        """The app attached to ``iface`` by any earlier process."""
+        ifname = nl.ifname_of(nl.ifindex_of(iface))
+        att = cls._attachment(ifname)
+        if att is None:
+            raise NotFoundError(f"no xdpkit {cls.KIND} on {ifname}",
+                                hint=f"load one: xdpkit {cls.COMMAND} load {ifname}")
+        return cls.from_attachment(att)
+
+    @classmethod
+    def unload(cls, iface) -> None:
+        """Detach the app from ``iface`` (only ours: a foreign program there is not touched)."""
+        ifname = nl.ifname_of(nl.ifindex_of(iface))
+        if cls._attachment(ifname) is None:
+            raise NotFoundError(f"no xdpkit {cls.KIND} on {ifname}")
+        detach(ifname)
 
     @classmethod
     def from_attachment(cls, att, open_map=None):

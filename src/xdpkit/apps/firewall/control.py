@@ -17,16 +17,15 @@ import time
 from array import array
 from dataclasses import dataclass
 
-from xdpkit._sys import netlink as nl
 from xdpkit.apps.firewall import compiler as C
 from xdpkit.apps.firewall.rules import RuleSet, parse_config, parse_rule
-from xdpkit.builtin import builtin_object
-from xdpkit.errors import ConfigError, NotFoundError, XdpkitError
-from xdpkit.kernel import bind_map
 from xdpkit.apps.handle import AppHandle, zero_array
+from xdpkit.builtin import builtin_object
+from xdpkit.errors import ConfigError, NotFoundError
+from xdpkit.kernel import bind_map
 from xdpkit.maps.percpu import summed_counters
-from xdpkit.object import Object, ObjectSpec
-from xdpkit.xdp import XdpMode, detach, query
+from xdpkit.object import ObjectSpec
+from xdpkit.xdp import XdpMode
 
 PROGRAM = "xdpkit_firewall"
 REASONS = ("rule", "policy", "malformed", "non_ip", "rate_limited", "within_rate", "fragment")
@@ -91,6 +90,9 @@ class Firewall(AppHandle):
     """A firewall instance on one interface (maps from a loaded Object or from the kernel)."""
 
     KIND = "firewall"
+    COMMAND = "firewall"
+    PROGRAM = PROGRAM
+    CHANGE_HINT = "change its rules with `xdpkit firewall apply {ifname} CONFIG`"
 
     # ---- lifecycle --------------------------------------------------------------------------
     @classmethod
@@ -101,11 +103,7 @@ class Firewall(AppHandle):
         ``src_memo=False`` switches off the per-CPU memo of source-address lookups, so every
         packet walks the prefix tables (what the benchmark's table-cost figures measure).
         """
-        ifname = nl.ifname_of(nl.ifindex_of(iface))
-        for att in query(ifname):
-            if att.name == PROGRAM and att.ours:
-                raise XdpkitError(f"a firewall is already loaded on {ifname} (program {att.id})",
-                                  hint=f"change its rules with `xdpkit firewall apply {ifname} CONFIG`")
+        ifname = cls._ifname_free(iface)
         spec = ObjectSpec.from_file(builtin_object("firewall"))
         try:
             spec.select(program=PROGRAM)
@@ -118,30 +116,13 @@ class Firewall(AppHandle):
             # fw_text is read by the control plane only: bind it so that it lives with the
             # program and later processes find it among the program's maps.
             bind_map(prog.fd, obj.maps["fw_text"].fd)
-            fw = cls(ifname, {m.name[:15]: m for m in obj.maps.values()}, obj=obj, prog_id=prog.id)
+            fw = cls._from_object(ifname, obj, prog)
             fw.apply(ruleset or RuleSet(), progress=progress)
             prog.attach(ifname, mode=mode, netlink=True, force=force)
             return fw
         except BaseException:
             obj.close()
             raise
-
-    @classmethod
-    def open(cls, iface) -> "Firewall":
-        """The firewall attached to ``iface`` by any earlier process."""
-        ifname = nl.ifname_of(nl.ifindex_of(iface))
-        for att in query(ifname):
-            if att.name == PROGRAM and att.ours:
-                return cls.from_attachment(att)
-        raise NotFoundError(f"no xdpkit firewall on {ifname}", hint=f"load one: xdpkit firewall load {ifname}")
-
-    @staticmethod
-    def unload(iface) -> None:
-        ifname = nl.ifname_of(nl.ifindex_of(iface))
-        atts = [a for a in query(ifname) if a.name == PROGRAM and a.ours]
-        if not atts:
-            raise NotFoundError(f"no xdpkit firewall on {ifname}")
-        detach(ifname)
 
     # ---- reading the current state ---------------------------------------------------------
     @property

@@ -27,13 +27,13 @@ from xdpkit._sys import netlink as nl
 from xdpkit.apps.lb import maglev
 from xdpkit.apps.lb.config import PROTOCOLS, BackendConfig, LbConfig, VipConfig, parse_dict, validate
 from xdpkit.apps.lb.flowhash import flow_hash, flow_key, flow_slot
-from xdpkit.builtin import builtin_object
-from xdpkit.errors import ConfigError, NotFoundError, XdpkitError
-from xdpkit.kernel import bind_map
 from xdpkit.apps.handle import AppHandle, zero_array
+from xdpkit.builtin import builtin_object
+from xdpkit.errors import ConfigError, NotFoundError
+from xdpkit.kernel import bind_map
 from xdpkit.maps import Map, open_map_by_id
 from xdpkit.maps.percpu import summed_counters
-from xdpkit.object import ObjectSpec
+from xdpkit.object import Object, ObjectSpec
 from xdpkit.xdp import XdpMode, detach, query
 
 PROGRAM = "xdpkit_lb"
@@ -92,16 +92,16 @@ class LoadBalancer(AppHandle):
     """The load balancer attached to one interface (maps from a fresh load or from the kernel)."""
 
     KIND = "load balancer"
+    COMMAND = "lb"
+    PROGRAM = PROGRAM
+    CHANGE_HINT = "change it with `xdpkit lb apply {ifname} CONFIG` or unload it first"
 
     # ---- lifecycle ------------------------------------------------------------------------
     @classmethod
     def load(cls, iface, config: LbConfig | None = None, *, mode=XdpMode.AUTO, force: bool = False,
              limits: Limits | None = None) -> "LoadBalancer":
         """Load the program, apply ``config`` and attach it to ``iface`` (persistent, netlink)."""
-        ifname = nl.ifname_of(nl.ifindex_of(iface))
-        if _find(ifname) is not None:
-            raise XdpkitError(f"a load balancer is already loaded on {ifname}",
-                              hint=f"change it with `xdpkit lb apply {ifname} CONFIG` or unload it first")
+        ifname = cls._ifname_free(iface)
         limits = limits or Limits()
         for what, n, lo in (("max VIPs", limits.vips, 1), ("max backends", limits.backends, 1),
                             ("Maglev slots", limits.ring, 3), ("flow entries", limits.flows, 1024)):
@@ -120,7 +120,7 @@ class LoadBalancer(AppHandle):
         try:
             prog = obj.programs[PROGRAM]
             bind_map(prog.fd, obj.maps["lb_state"].fd)  # read by the control plane only
-            lb = cls(ifname, {m.name[:15]: m for m in obj.maps.values()}, obj=obj, prog_id=prog.id)
+            lb = cls._from_object(ifname, obj, prog)
             lb._clear_ring()
             lb.apply(config or LbConfig())
             prog.attach(ifname, mode=mode, netlink=True, force=force)
@@ -128,22 +128,6 @@ class LoadBalancer(AppHandle):
         except BaseException:
             obj.close()
             raise
-
-    @classmethod
-    def open(cls, iface) -> "LoadBalancer":
-        """The load balancer attached to ``iface`` by any earlier process."""
-        ifname = nl.ifname_of(nl.ifindex_of(iface))
-        att = _find(ifname)
-        if att is None:
-            raise NotFoundError(f"no xdpkit load balancer on {ifname}", hint=f"load one: xdpkit lb load {ifname}")
-        return cls.from_attachment(att)
-
-    @staticmethod
-    def unload(iface) -> None:
-        ifname = nl.ifname_of(nl.ifindex_of(iface))
-        if _find(ifname) is None:
-            raise NotFoundError(f"no xdpkit load balancer on {ifname}")
-        detach(ifname)
 
     # ---- the state kept in the kernel -----------------------------------------------------
     def _state(self) -> dict:
@@ -482,19 +466,10 @@ def _source(prefix: str, addrs: list[str], family: int, needed: bool, ifname: st
     return net.network_address.packed, mask
 
 
-def _find(ifname: str):
-    for att in query(ifname):
-        if att.name == PROGRAM and att.ours:
-            return att
-    return None
-
-
 # ---- backend side ------------------------------------------------------------------------------
 
 def decap_load(iface, *, mode=XdpMode.AUTO, force: bool = False) -> int:
     """Attach the decapsulation program to a backend's interface (persistent). Returns its id."""
-    from xdpkit.object import Object
-
     ifname = nl.ifname_of(nl.ifindex_of(iface))
     with Object.from_file(builtin_object("lb_decap"), program=DECAP_PROGRAM) as obj:
         prog = obj.programs[DECAP_PROGRAM]
