@@ -192,52 +192,67 @@ static __always_inline void lb_macs(struct ethhdr *eth, const __u8 *dst, const _
 	eth->h_proto = bpf_htons(proto);
 }
 
+/* Turn the frame into an ICMP error for its sender: a new Ethernet header with the addresses
+ * swapped, the given IP header (ip_len bytes) and 8-byte ICMP header, then the first quote bytes
+ * of the original IP packet; the rest is cut off. Returns the ICMP header (the quote follows it)
+ * for the caller's checksum, or NULL when the frame is too short or the kernel refuses. */
+static __always_inline void *lb_icmp_reply(struct xdp_md *ctx, __u16 proto, const void *ip, int ip_len,
+					   const void *icmp, int quote)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u8 smac[ETH_ALEN], dmac[ETH_ALEN];
+	int len = sizeof(*eth) + ip_len + 8 + quote;
+	void *icp;
+
+	if (data + sizeof(*eth) + quote > data_end)
+		return NULL;
+	__builtin_memcpy(smac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(dmac, eth->h_dest, ETH_ALEN);
+	if (bpf_xdp_adjust_head(ctx, -(ip_len + 8)))
+		return NULL;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + len > data_end)
+		return NULL;
+	lb_macs(data, smac, dmac, proto);
+	__builtin_memcpy(data + sizeof(*eth), ip, ip_len);
+	__builtin_memcpy(data + sizeof(*eth) + ip_len, icmp, 8);
+	if (bpf_xdp_adjust_tail(ctx, len - (int)(data_end - data)))
+		return NULL;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	icp = data + sizeof(*eth) + ip_len;
+	if (icp + 8 + quote > data_end)
+		return NULL;
+	return icp;
+}
+
 /* ICMP "fragmentation needed" to the sender of an IPv4 packet (without options) that would
  * exceed the MTU once encapsulated: quote its header and 8 bytes, announce mtu, XDP_TX. */
 static __always_inline int lb_icmp4_too_big(struct xdp_md *ctx, __u16 mtu)
 {
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip = data + sizeof(*eth);
-	__u8 smac[ETH_ALEN], dmac[ETH_ALEN];
-	__u32 saddr, daddr;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
 	struct iphdr o = {};
 	struct icmphdr ic = {};
-	int len = sizeof(*eth) + sizeof(o) + sizeof(ic) + sizeof(*ip) + 8;
 	struct icmphdr *icp;
 
-	if ((void *)ip + sizeof(*ip) + 8 > data_end)
+	if ((void *)(ip + 1) > data_end)
 		return XDP_DROP;
-	__builtin_memcpy(smac, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(dmac, eth->h_dest, ETH_ALEN);
-	saddr = ip->saddr;
-	daddr = ip->daddr;
-	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(o) + sizeof(ic))))
-		return XDP_DROP;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	if (data + len > data_end)
-		return XDP_DROP;
-	lb_macs(data, smac, dmac, ETH_P_IP);
 	o.version = 4;
 	o.ihl = 5;
 	o.tot_len = bpf_htons(sizeof(o) + sizeof(ic) + sizeof(*ip) + 8);
 	o.ttl = 64;
 	o.protocol = IPPROTO_ICMP;
-	o.saddr = daddr;
-	o.daddr = saddr;
+	o.saddr = ip->daddr;
+	o.daddr = ip->saddr;
 	o.check = lb_ip_csum(&o);
-	__builtin_memcpy(data + sizeof(*eth), &o, sizeof(o));
 	ic.type = ICMP_DEST_UNREACH;
 	ic.code = ICMP_FRAG_NEEDED;
 	ic.un.frag.mtu = bpf_htons(mtu);
-	__builtin_memcpy(data + sizeof(*eth) + sizeof(o), &ic, sizeof(ic));
-	if (bpf_xdp_adjust_tail(ctx, len - (int)(data_end - data)))
-		return XDP_DROP;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	icp = data + sizeof(*eth) + sizeof(o);
-	if ((void *)icp + sizeof(ic) + sizeof(*ip) + 8 > data_end)
+	icp = lb_icmp_reply(ctx, ETH_P_IP, &o, sizeof(o), &ic, sizeof(*ip) + 8);
+	if (!icp)
 		return XDP_DROP;
 	icp->checksum = lb_fold(bpf_csum_diff(0, 0, (void *)icp, sizeof(ic) + sizeof(*ip) + 8, 0));
 	return XDP_TX;
@@ -247,46 +262,28 @@ static __always_inline int lb_icmp4_too_big(struct xdp_md *ctx, __u16 mtu)
 static __always_inline int lb_icmp6_too_big(struct xdp_md *ctx, __u32 mtu)
 {
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-	struct ipv6hdr *ip6 = data + sizeof(*eth);
-	__u8 smac[ETH_ALEN], dmac[ETH_ALEN];
+	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
 	struct ipv6hdr o = {};
 	struct icmp6hdr ic = {};
 	struct {
 		struct in6_addr saddr, daddr;
 		__be32 len, nexthdr;
 	} pseudo;
-	int len = sizeof(*eth) + sizeof(o) + sizeof(ic) + LB_PTB6_QUOTE;
 	struct icmp6hdr *icp;
 	__s64 sum;
 
-	if ((void *)ip6 + LB_PTB6_QUOTE > data_end)
+	if ((void *)(ip6 + 1) > data_end)
 		return XDP_DROP;
-	__builtin_memcpy(smac, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(dmac, eth->h_dest, ETH_ALEN);
 	o.version = 6;
 	o.payload_len = bpf_htons(sizeof(ic) + LB_PTB6_QUOTE);
 	o.nexthdr = IPPROTO_ICMPV6;
 	o.hop_limit = 64;
 	o.saddr = ip6->daddr;
 	o.daddr = ip6->saddr;
-	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(o) + sizeof(ic))))
-		return XDP_DROP;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	if (data + len > data_end)
-		return XDP_DROP;
-	lb_macs(data, smac, dmac, ETH_P_IPV6);
-	__builtin_memcpy(data + sizeof(*eth), &o, sizeof(o));
 	ic.icmp6_type = ICMPV6_PKT_TOOBIG;
 	ic.icmp6_mtu = bpf_htonl(mtu);
-	__builtin_memcpy(data + sizeof(*eth) + sizeof(o), &ic, sizeof(ic));
-	if (bpf_xdp_adjust_tail(ctx, len - (int)(data_end - data)))
-		return XDP_DROP;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	icp = data + sizeof(*eth) + sizeof(o);
-	if ((void *)icp + sizeof(ic) + LB_PTB6_QUOTE > data_end)
+	icp = lb_icmp_reply(ctx, ETH_P_IPV6, &o, sizeof(o), &ic, LB_PTB6_QUOTE);
+	if (!icp)
 		return XDP_DROP;
 	pseudo.saddr = o.saddr;
 	pseudo.daddr = o.daddr;
