@@ -357,12 +357,13 @@ class LoadBalancer(AppHandle):
 
     def set_health(self, key: str, address: str, up: bool) -> ApplyResult:
         """The health checker's verdict: a down backend is drained until it is up again."""
-        vip = self.config().vip(key)
+        state = self._state()  # one read of the kernel-held state for config and health
+        cfg, down = parse_dict(state["config"]), set(state["down"])
+        vip = cfg.vip(key)
         bid = _backend_id(vip, vip.backend(address).address)
-        down = self.down()
         if (bid not in down) == up:
             return ApplyResult(vips=0, backends=0, tables_built=0, seconds=0.0)
-        return self.apply(self.config(), down=down - {bid} if up else down | {bid}, health_change=bid)
+        return self.apply(cfg, down=down - {bid} if up else down | {bid}, health_change=bid)
 
     # ---- reading ----------------------------------------------------------------------------
     def backend_of(self, src: str, dst: str, proto: str, sport: int, dport: int) -> str | None:

@@ -64,7 +64,8 @@ class HealthLoop:
         self.checker.start()
         try:
             while end is None or time.monotonic() < end:
-                time.sleep(min(self.refresh_interval, max(0.0, end - time.monotonic()) if end else self.refresh_interval))
+                left = self.refresh_interval if end is None else end - time.monotonic()
+                time.sleep(max(0.0, min(self.refresh_interval, left)))
                 self.refresh()
         except KeyboardInterrupt:
             pass
