@@ -17,7 +17,7 @@ from xdpkit._sys import netns as xns
 from xdpkit._sys.ethtool import StatsReader
 from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, XdpkitError
-from xdpkit.lab import add_veth, lo_up
+from xdpkit.lab import add_veth, disable_ipv6, lo_up
 from xdpkit.object import ObjectSpec
 from xdpkit import trafficgen as tg
 
@@ -112,8 +112,7 @@ class LivePair:
             for ns in (self.gen, self.rx):
                 with xns.inside(ns):
                     lo_up()
-                    _sysctl("net/ipv6/conf/all/disable_ipv6", "1")  # no RS/MLD noise in the counts
-                    _sysctl("net/ipv6/conf/default/disable_ipv6", "1")
+                    disable_ipv6()
             with xns.inside(self.gen):
                 add_veth("g0", "r0", peer_ns=self.rx, queues=queues, gro=True)
             self.run_rx(["ip", "addr", "add", f"{self.R0_IP}/24", "dev", "r0"])
@@ -134,11 +133,6 @@ class LivePair:
     def close(self) -> None:
         for ns in (self.gen, self.rx):
             xns.remove(ns)
-
-
-def _sysctl(path: str, value: str) -> None:
-    with open(f"/proc/sys/{path}", "w") as f:
-        f.write(value + "\n")
 
 
 class XdpReceiver:

@@ -156,6 +156,13 @@ def lo_up() -> None:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
 
 
+def disable_ipv6() -> None:
+    """No IPv6 in this thread's namespace, for interfaces made from now on too: fresh links
+    would otherwise send router solicitations and MLD reports, noise in exact counts."""
+    for conf in ("all", "default"):
+        _write(f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6", "1")
+
+
 def send_frames(ns: str, ifname: str, frames: list[bytes], *, timeout: float = 2.0) -> int:
     """Send raw Ethernet frames out of ``ifname`` in namespace ``ns`` (AF_PACKET). Returns the count.
 

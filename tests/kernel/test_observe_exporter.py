@@ -88,12 +88,7 @@ SENT = [UDP53] * 5 + [UDP123] * 3 + [TCP80] * 4 + [ARPF] * 2
 @pytest.fixture
 def app(make_netns, tmp_path):
     """gen -> rcv; the app attached on r0 by netlink like `xdpkit load`; SENT already sent."""
-    gen, rcv = make_netns(), make_netns()
-    for ns in (gen, rcv):
-        with ns.inside():
-            for path in ("all", "default"):
-                with open(f"/proc/sys/net/ipv6/conf/{path}/disable_ipv6", "w") as f:
-                    f.write("1\n")
+    gen, rcv = make_netns(ipv6=False), make_netns(ipv6=False)  # only our frames on the wire
     gen.veth("g0", "r0", peer_ns=rcv.name)
     src = tmp_path / "exp_app.bpf.c"
     src.write_text(APP_SRC)

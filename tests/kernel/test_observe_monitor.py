@@ -44,12 +44,7 @@ FRAME = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") /
 
 @pytest.fixture
 def pair(make_netns):
-    gen, rcv = make_netns(), make_netns()
-    for ns in (gen, rcv):
-        with ns.inside():  # only our frames on the wire
-            for path in ("all", "default"):
-                with open(f"/proc/sys/net/ipv6/conf/{path}/disable_ipv6", "w") as f:
-                    f.write("1\n")
+    gen, rcv = make_netns(ipv6=False), make_netns(ipv6=False)  # only our frames on the wire
     gen.veth("g0", "r0", peer_ns=rcv.name)
     return gen, rcv
 

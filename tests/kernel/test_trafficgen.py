@@ -22,12 +22,7 @@ pytestmark = pytest.mark.kernel
 @pytest.fixture
 def pair(make_netns):
     """gen namespace with g0 -> r0 in the receiver namespace (GRO off: not ready by default)."""
-    gen, rcv = make_netns(), make_netns()
-    for ns in (gen, rcv):
-        with ns.inside():  # no router solicitations or MLD reports: only generated frames
-            for path in ("all", "default"):
-                with open(f"/proc/sys/net/ipv6/conf/{path}/disable_ipv6", "w") as f:
-                    f.write("1\n")
+    gen, rcv = make_netns(ipv6=False), make_netns(ipv6=False)  # only our frames on the wire
     gen.veth("g0", "r0", peer_ns=rcv.name, gro=False)
     return gen, rcv
 

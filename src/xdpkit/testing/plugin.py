@@ -294,13 +294,15 @@ class NetnsHandle:
                               text=True, timeout=timeout, check=check)
 
 
-def new_netns() -> NetnsHandle:
+def new_netns(*, ipv6: bool = True) -> NetnsHandle:
     name = f"{NETNS_PREFIX}{secrets.token_hex(4)}"
     _claim(name)
     _netns.create(name)
     try:
         with _netns.inside(name):
             _lab.lo_up()
+            if not ipv6:
+                _lab.disable_ipv6()
     except BaseException:
         _netns.remove(name)
         raise
@@ -309,11 +311,12 @@ def new_netns() -> NetnsHandle:
 
 @pytest.fixture
 def make_netns(_xdpkit_leak_check):
-    """Factory: ``make_netns()`` -> a new :class:`NetnsHandle`; all are removed at teardown."""
+    """Factory: ``make_netns(ipv6=True)`` -> a new :class:`NetnsHandle`; all are removed at
+    teardown. ``ipv6=False``: no router solicitations or MLD reports in exact counts."""
     made: list[NetnsHandle] = []
 
-    def make() -> NetnsHandle:
-        ns = new_netns()
+    def make(*, ipv6: bool = True) -> NetnsHandle:
+        ns = new_netns(ipv6=ipv6)
         made.append(ns)
         return ns
 
