@@ -403,3 +403,40 @@ def test_exporter_labels_vips_and_backends(lb, loaded):
     assert weights == {BE4[0]: 0.0, BE4[1]: 1.0, BE4[2]: 1.0}
     events = {s.labels["event"]: s.value for s in fams["xdpkit_lb_events"].samples if s.name.endswith("_total")}
     assert events["flow_hit"] >= 2 and events["flow_miss"] >= 1
+
+
+def _many_vips(first: int, count: int) -> str:
+    vips = "".join(f"""
+[[vip]]
+address = "198.18.201.{i % 200 + 1}"
+protocol = "tcp"
+port = {1000 + i}
+table_size = 7
+backends = ["198.18.{21 + i % 3}.2"]
+""" for i in range(first, first + count))
+    return f'seed = {SEED}\nencap_source_v4 = "198.18.99.0/24"\n{vips}'
+
+
+def _forwards(lb, i: int) -> bool:
+    frame = tcp4(dst=f"198.18.201.{i % 200 + 1}", dport=1000 + i)
+    r = run(lb, frame)
+    if r.verdict == Verdict.XDP_PASS:
+        assert r.data == frame
+        return False
+    assert r.verdict == Verdict.XDP_TX and Ether(r.data)[IP].dst == f"198.18.{21 + i % 3}.2"
+    return True
+
+
+def test_vip_table_holds_every_vip_and_switches_them_all_at_once(lb):
+    lb.apply(parse_config(_many_vips(0, 0)))  # ids of removed VIPs are free after the apply
+    half_before = lb._vip_half()[1]
+    lb.apply(parse_config(_many_vips(0, 64)))  # the default limit
+    assert all(_forwards(lb, i) for i in range(64))
+    assert lb._vip_half()[1] != half_before
+    lb.apply(parse_config(_many_vips(16, 48)))  # 16 removed
+    assert [_forwards(lb, i) for i in range(80)] == [False] * 16 + [True] * 48 + [False] * 16
+    lb.apply(parse_config(_many_vips(16, 64)))  # 16 new, in the ids the removed ones freed
+    assert [_forwards(lb, i) for i in range(80)] == [False] * 16 + [True] * 64
+    with pytest.raises(ConfigError, match="at most 64"):
+        lb.apply(parse_config(_many_vips(0, 65)))
+    assert [_forwards(lb, i) for i in range(80)] == [False] * 16 + [True] * 64

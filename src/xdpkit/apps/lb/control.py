@@ -11,8 +11,9 @@ The kernel holds the whole state: the tables the program reads, and the config t
 (JSON in the lb_state map, bound to the program), so no file or daemon is needed to change it.
 
 Writes are ordered so that a packet never meets a half-made service: new backend slots, then
-Maglev tables, then the VIP entries that point at them; removed VIPs go next, and removed
-backend slots are freed last (their generation changes, so remembered flows re-hash).
+Maglev tables, then the unused half of the VIP table (viptable.py), then lb_cfg, which switches
+the program to that half; removed backend slots are freed last (their generation changes, so
+remembered flows re-hash).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import time
 from dataclasses import dataclass, replace
 
 from xdpkit._sys import netlink as nl
-from xdpkit.apps.lb import maglev
+from xdpkit.apps.lb import maglev, viptable
 from xdpkit.apps.lb.config import PROTOCOLS, BackendConfig, LbConfig, VipConfig, parse_dict, validate
 from xdpkit.apps.lb.flowhash import flow_hash, flow_key, flow_slot
 from xdpkit.apps.handle import AppHandle, zero_array
@@ -49,7 +50,8 @@ _WAY = struct.Struct("<QIHH")              # struct lb_flow_way
 STATE_CHUNK = 4096
 _VIP = struct.Struct("<IIII")              # struct lb_vip
 _BACKEND = struct.Struct("<16sIIB3x")      # struct lb_backend
-_CFG = struct.Struct("<I4s4s16s4sH6s6sBBB3xI")  # struct lb_cfg
+_CFG = struct.Struct("<I4s4s16s4sH6s6sBBB3xIIII")  # struct lb_cfg
+_ZERO = struct.pack("<I", 0)
 
 
 @dataclass
@@ -103,14 +105,16 @@ class LoadBalancer(AppHandle):
         """Load the program, apply ``config`` and attach it to ``iface`` (persistent, netlink)."""
         ifname = cls._ifname_free(iface)
         limits = limits or Limits()
-        for what, n, lo in (("max VIPs", limits.vips, 1), ("max backends", limits.backends, 1),
-                            ("Maglev slots", limits.ring, 3), ("flow entries", limits.flows, 1024)):
-            if not lo <= n <= 1 << 26:
-                raise ConfigError(f"{what} {n} is out of range {lo}..{1 << 26}")
+        for what, n, lo, hi in (("max VIPs", limits.vips, 1, viptable.MAX_VIPS),
+                                ("max backends", limits.backends, 1, 1 << 26),
+                                ("Maglev slots", limits.ring, 3, 1 << 26), ("flow entries", limits.flows, 1024, 1 << 26)):
+            if not lo <= n <= hi:
+                raise ConfigError(f"{what} {n} is out of range {lo}..{hi}")
         spec = ObjectSpec.from_file(builtin_object("lb"))
         try:
             sets = 1 << max(0, (limits.flows + WAYS - 1) // WAYS - 1).bit_length()
-            for name, n in (("lb_vips", limits.vips), ("lb_vip_stats", limits.vips), ("lb_ring", limits.ring),
+            for name, n in (("lb_vip_table", 2 * viptable.slots_per_half(limits.vips)),
+                            ("lb_vip_stats", limits.vips), ("lb_ring", limits.ring),
                             ("lb_backends", limits.backends), ("lb_be_stats", limits.backends),
                             ("lb_flows", sets)):
                 spec.maps[name].max_entries = n
@@ -171,10 +175,12 @@ class LoadBalancer(AppHandle):
         state = self._state()
         down = set(state["down"] if down is None else down)
         ifindex = nl.ifindex_of(self.ifname)
-        cfg_raw = self._cfg_bytes(cfg, ifindex)
+        cfg_fields = self._cfg_fields(cfg, ifindex)
 
-        vip_map, be_map = self._map("lb_vips"), self._map("lb_backends")
-        old_vips = {k: _VIP.unpack(v) for k, v in vip_map.raw_items()}
+        be_map, vip_table = self._map("lb_backends"), self._map("lb_vip_table")
+        max_vips = self._map("lb_vip_stats").max_entries
+        half, vip_base, _mask, vip_seed = self._vip_half()
+        old_vips = self._placed()
         old_slots = {}
         gens = {}
         for k, v in be_map.raw_items():
@@ -186,8 +192,8 @@ class LoadBalancer(AppHandle):
 
         # VIP ids and Maglev regions: kept VIPs keep theirs, so their flows and tables stay.
         new_keys = {_vip_key(v): v for v in cfg.vips}
-        if len(new_keys) > vip_map.max_entries:
-            raise ConfigError(f"{len(new_keys)} VIPs; this load balancer holds at most {vip_map.max_entries}",
+        if len(new_keys) > max_vips:
+            raise ConfigError(f"{len(new_keys)} VIPs; this load balancer holds at most {max_vips}",
                               hint="reload it with a larger --max-vips")
         kept = {k: old_vips[k] for k in new_keys if k in old_vips and old_vips[k][2] == new_keys[k].table_size}
         # Ids and regions of every old VIP stay taken during this apply: packets may still be
@@ -196,14 +202,14 @@ class LoadBalancer(AppHandle):
         regions = sorted((v[1], v[1] + v[2]) for v in old_vips.values())
         ring_size = self._map("lb_ring").max_entries
         placed = {}
-        free_ids = (i for i in range(vip_map.max_entries) if i not in used_ids)
+        free_ids = (i for i in range(max_vips) if i not in used_ids)
         for k, v in new_keys.items():
             if k in kept:
                 placed[k] = kept[k][:3]
                 continue
             vid = old_vips[k][0] if k in old_vips else next(free_ids, None)
             if vid is None:
-                raise ConfigError(f"VIP {v.key}: no free VIP id (at most {vip_map.max_entries}, and removed VIPs "
+                raise ConfigError(f"VIP {v.key}: no free VIP id (at most {max_vips}, and removed VIPs "
                                   "free theirs only after this change)", hint="apply the removal first, or reload "
                                   "with a larger --max-vips")
             base = _first_fit(regions, v.table_size, ring_size)
@@ -213,6 +219,8 @@ class LoadBalancer(AppHandle):
                                   hint="use a smaller table_size or reload with a larger --ring")
             regions = sorted(regions + [(base, base + v.table_size)])
             placed[k] = (vid, base, v.table_size)
+
+        vip_seed, at = viptable.layout(new_keys, half, vip_seed)  # entries in the VIP table's half
 
         # Backend slots: one per (VIP, backend); kept pairs keep slot and generation.
         wanted = {}
@@ -265,13 +273,14 @@ class LoadBalancer(AppHandle):
         for base, entries in tables.values():
             keys = struct.pack(f"<{len(entries)}I", *range(base, base + len(entries)))
             ring.update_batch_buffers(keys, struct.pack(f"<{len(entries)}I", *entries), len(entries))
-        self._map("lb_cfg").update_raw(struct.pack("<I", 0), cfg_raw)
-        if new_keys:
-            vip_map.update_batch_raw([(k, _VIP.pack(*placed[k], VIP_NO_SPORT if v.hash == "no-sport" else 0))
-                                      for k, v in new_keys.items()])
-        for k in old_vips:
-            if k not in new_keys:
-                vip_map.delete_raw(k)
+        # The VIP table's other half, in full, then lb_cfg pointing at it: one switch for all VIPs.
+        new_base = half if vip_base == 0 else 0
+        entries = [bytes(viptable.ENTRY.size)] * half
+        for k, v in new_keys.items():
+            entries[at[k]] = viptable.ENTRY.pack(k, _VIP.pack(*placed[k], VIP_NO_SPORT if v.hash == "no-sport" else 0))
+        vip_table.update_batch_buffers(struct.pack(f"<{half}I", *range(new_base, new_base + half)),
+                                       b"".join(entries), half)
+        self._map("lb_cfg").update_raw(_ZERO, _CFG.pack(*cfg_fields, new_base, half - 1, vip_seed))
         gone = [s for p, s in old_slots.items() if p not in wanted]
         if gone:
             be_map.update_batch_raw([(struct.pack("<I", s), _BACKEND.pack(bytes(16), (gens[s] + 1) & 0xFFFFFFFF, 0, 0))
@@ -285,7 +294,26 @@ class LoadBalancer(AppHandle):
         return ApplyResult(vips=len(new_keys), backends=len(wanted), tables_built=len(tables),
                            seconds=time.monotonic() - t0)
 
-    def _cfg_bytes(self, cfg: LbConfig, ifindex: int) -> bytes:
+    def _vip_half(self) -> tuple[int, int, int, int]:
+        """(entries per half, base and mask of the half in force, VIP hash seed); mask 0 = none yet."""
+        *_, base, mask, seed = _CFG.unpack(self._map("lb_cfg").lookup_raw(_ZERO))
+        return self._map("lb_vip_table").max_entries // 2, base, mask, seed
+
+    def _placed(self) -> dict[bytes, tuple[int, int, int, int]]:
+        """The VIPs in force, from the VIP table: key -> (id, ring base, table size, flags)."""
+        _half, base, mask, _seed = self._vip_half()
+        if not mask:
+            return {}
+        out = {}
+        for k, v in self._map("lb_vip_table").raw_items():
+            if base <= int.from_bytes(k, "little") <= base + mask:
+                key, vip = viptable.ENTRY.unpack(v)
+                if key[19]:  # family: 0 = empty
+                    out[key] = _VIP.unpack(vip)
+        return out
+
+    def _cfg_fields(self, cfg: LbConfig, ifindex: int) -> tuple:
+        """lb_cfg's fields but the VIP table's (checked before anything is written)."""
         link = nl.get_link(ifindex)
         addrs = nl.addresses(ifindex)
         families = {b.family for v in cfg.vips for b in v.backends}
@@ -300,8 +328,8 @@ class LoadBalancer(AppHandle):
         gw = bytes.fromhex(cfg.gateway_mac.replace(":", "")) if cfg.gateway_mac else b"\0" * 6
         kinds = (VIPS_PORT if any(v.port for v in cfg.vips) else 0) | \
             (VIPS_ALL_PORTS if any(not v.port for v in cfg.vips) else 0)
-        return _CFG.pack(cfg.seed, src4[:4], host4, src6, host6, mtu, gw, tx_mac, redirect,
-                         int(bool(cfg.gateway_mac)), kinds, self._map("lb_flows").max_entries - 1)
+        return (cfg.seed, src4[:4], host4, src6, host6, mtu, gw, tx_mac, redirect,
+                int(bool(cfg.gateway_mac)), kinds, self._map("lb_flows").max_entries - 1)
 
     def forget_flows(self) -> None:
         """Empty the flow table: every flow is placed again by the Maglev tables in force."""
@@ -386,7 +414,7 @@ class LoadBalancer(AppHandle):
                 addr, bgen, _vid, family = _BACKEND.unpack(be_map.lookup_raw(struct.pack("<I", slot)))
                 if family and bgen & 0xFFFF == gen:
                     return str(ipaddress.ip_address(addr[:4] if family == 4 else addr))
-        vid, base, size, _flags = _VIP.unpack(self._map("lb_vips").lookup_raw(_vip_key(vip)))
+        vid, base, size, _flags = self._placed()[_vip_key(vip)]
         slot = struct.unpack("<I", self._map("lb_ring").lookup_raw(
             struct.pack("<I", base + flow_hash(key, cfg.seed) % size)))[0]
         if slot == SLOT_NONE:
@@ -401,7 +429,7 @@ class LoadBalancer(AppHandle):
         changes = state.get("health_changes", {})
         vip_stats = summed_counters(self._map("lb_vip_stats"))
         be_stats = summed_counters(self._map("lb_be_stats"))
-        placed = {k: _VIP.unpack(v) for k, v in self._map("lb_vips").raw_items()}
+        placed = self._placed()
         slots = {}
         for k, v in self._map("lb_backends").raw_items():
             addr, _gen, vid, family = _BACKEND.unpack(v)

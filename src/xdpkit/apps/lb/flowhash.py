@@ -48,17 +48,24 @@ def flow_key(src: str, dst: str, proto: str | int, sport: int, dport: int) -> by
             + struct.pack("!HH", sport, dport) + struct.pack("BBxx", p, s.version))
 
 
+def _murmur(words, seed: int) -> int:
+    h = seed & _M32
+    for w in words:
+        h = _mix(h, w)
+    return _fmix(h, 4 * len(words))
+
+
 def flow_hash(key: bytes, seed: int) -> int:
     """The 32-bit hash of a packed flow key, as the BPF program computes it."""
     words = struct.unpack("<10I", key)  # the program reads the struct's words in host order
-    h = seed & _M32
     if key[37] == 4:
-        for w in (words[0], words[4], words[8], words[9]):
-            h = _mix(h, w)
-        return _fmix(h, 16)
-    for w in words:
-        h = _mix(h, w)
-    return _fmix(h, 40)
+        return _murmur((words[0], words[4], words[8], words[9]), seed)
+    return _murmur(words, seed)
+
+
+def vip_hash(key: bytes, seed: int) -> int:
+    """``lb_vip_hash``: the hash of a packed ``struct lb_vip_key`` (its five words)."""
+    return _murmur(struct.unpack("<5I", key), seed)
 
 
 TAG_SEED = 0x5BD1E995  # LB_TAG_SEED in lb.h

@@ -3,8 +3,8 @@
  *
  * Packets for a VIP (address, protocol, port) are encapsulated towards one backend and sent
  * back out with XDP_TX (or XDP_REDIRECT): direct server return, the backend answers the client.
- * Everything else passes untouched. Per packet: one config lookup, one VIP lookup (two only when
- * both one-port and all-port VIPs exist), two flow hashes and one flow-table set (one cache
+ * Everything else passes untouched. Per packet: one config lookup, one VIP table search (two only
+ * when both one-port and all-port VIPs exist), two flow hashes and one flow-table set (one cache
  * line; plus, for a new flow, a Maglev slot and a write into the set).
  *
  * Not handled here, on purpose: VLAN-tagged frames and IPv6 extension headers other than a
@@ -29,11 +29,11 @@
 #define LB_PTB6_QUOTE 256 /* bytes of the offending IPv6 packet quoted in a Packet Too Big */
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, struct lb_vip_key);
-	__type(value, struct lb_vip);
-} lb_vips SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * 128); /* two halves of 2 x max VIPs, rounded up to a power of two */
+	__type(key, __u32);
+	__type(value, struct lb_vip_entry);
+} lb_vip_table SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -164,6 +164,38 @@ static __always_inline __u32 lb_hash(const struct lb_flow_key *k, __u32 seed)
 	for (int i = 0; i < 10; i++)
 		h = lb_mix(h, w[i]);
 	return lb_fmix(h, 40);
+}
+
+/* The VIP table's hash: the same mixing over the key's five words (flowhash.vip_hash). */
+static __always_inline __u32 lb_vip_hash(const struct lb_vip_key *k, __u32 seed)
+{
+	const __u32 *w = (const __u32 *)k;
+	__u32 h = seed;
+
+#pragma unroll
+	for (int i = 0; i < 5; i++)
+		h = lb_mix(h, w[i]);
+	return lb_fmix(h, 20);
+}
+
+static __always_inline struct lb_vip *lb_vip_find(const struct lb_cfg *cfg, const struct lb_vip_key *k)
+{
+	const __u32 *kw = (const __u32 *)k;
+	__u32 h = lb_vip_hash(k, cfg->vip_seed);
+
+#pragma unroll
+	for (int i = 0; i < LB_VIP_PROBES; i++) {
+		__u32 idx = cfg->vip_base + ((h + i) & cfg->vip_mask);
+		struct lb_vip_entry *e = bpf_map_lookup_elem(&lb_vip_table, &idx);
+		const __u32 *ew;
+
+		if (!e || !e->key.family)
+			return NULL;
+		ew = (const __u32 *)&e->key;
+		if (ew[0] == kw[0] && ew[1] == kw[1] && ew[2] == kw[2] && ew[3] == kw[3] && ew[4] == kw[4])
+			return &e->vip;
+	}
+	return NULL;
 }
 
 static __always_inline __u16 lb_fold(__u64 sum)
@@ -377,11 +409,11 @@ int xdpkit_lb(struct xdp_md *ctx)
 	vip = NULL;
 	if ((cfg->vip_kinds & LB_VIPS_PORT) && fk.dport) {
 		vk.port = fk.dport;
-		vip = bpf_map_lookup_elem(&lb_vips, &vk);
+		vip = lb_vip_find(cfg, &vk);
 	}
 	if (!vip && (cfg->vip_kinds & LB_VIPS_ALL_PORTS)) {
 		vk.port = 0;
-		vip = bpf_map_lookup_elem(&lb_vips, &vk);
+		vip = lb_vip_find(cfg, &vk);
 	}
 	if (!vip)
 		return lb_event(LB_EV_NOT_VIP, l3_len, XDP_PASS);
@@ -407,7 +439,7 @@ int xdpkit_lb(struct xdp_md *ctx)
 	set = bpf_map_lookup_elem(&lb_flows, &set_idx);
 	if (!set)
 		return lb_event(LB_EV_ENCAP_ERROR, l3_len, XDP_DROP);
-	now = bpf_ktime_get_coarse_ns() >> LB_AGE_SHIFT;
+	now = bpf_jiffies64() >> LB_AGE_SHIFT;
 #pragma unroll
 	for (int i = 0; i < LB_WAYS; i++) {
 		if (set->way[i].tag == tag) {

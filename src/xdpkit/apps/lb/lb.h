@@ -31,6 +31,20 @@ struct lb_vip {
 	__u32 flags;      /* LB_VIP_* */
 };
 
+/* The VIP table: open addressing (linear probing) in an array, one entry per cache line. It
+ * has two halves; the program reads the one lb_cfg.vip_base points at, and an apply writes the
+ * other in full before switching lb_cfg, so a packet sees the old set of VIPs or the new one.
+ * A VIP lies at most LB_VIP_PROBES slots after slot (hash & vip_mask), where hash is the
+ * MurmurHash3 of the key's five words seeded with vip_seed; an empty slot ends the search. A
+ * kernel hash map costs about three times as much per lookup (jhash, bucket, element). */
+#define LB_VIP_PROBES 8
+
+struct lb_vip_entry {
+	struct lb_vip_key key; /* family 0 = empty */
+	struct lb_vip vip;
+	__u32 pad[7];          /* one entry per 64-byte line */
+};
+
 /* A backend slot: one backend of one VIP. gen changes whenever the slot is freed or reused,
  * so a remembered flow whose gen differs knows its backend is gone. */
 struct lb_backend {
@@ -58,13 +72,14 @@ struct lb_flow_key {
  * insert allocates nothing and takes no lock. */
 #define LB_WAYS 4
 #define LB_TAG_SEED 0x5bd1e995u /* hash2 = hash of the key with seed ^ LB_TAG_SEED */
-#define LB_AGE_SHIFT 26         /* age unit: 2^26 ns (67 ms); a u16 wraps after 73 minutes */
+#define LB_AGE_SHIFT 6          /* age unit: 64 jiffies (64-640 ms); a u16 wraps after 70 minutes or more */
 
 struct lb_flow_way {
 	__u64 tag;        /* fingerprint; 0 = empty */
 	__u32 backend;    /* slot in lb_backends */
 	__u16 gen;        /* low 16 bits of that slot's generation when the flow was placed */
-	__u16 age;        /* coarse time of the flow's last packet */
+	__u16 age;        /* jiffies >> LB_AGE_SHIFT at the flow's last packet (a cheap clock: the
+			     * coarse ktime helper costs 16 ns per packet here) */
 };
 
 struct lb_flow_set {
@@ -83,9 +98,12 @@ struct lb_cfg {
 	__u8 tx_mac[6];      /* our source MAC on the redirect interface */
 	__u8 redirect;       /* 1: XDP_REDIRECT through lb_tx_port[0] instead of XDP_TX */
 	__u8 has_gw;         /* gw_mac is set */
-	__u8 vip_kinds;      /* LB_VIPS_*: which VIP lookups can succeed (each costs a hash lookup) */
+	__u8 vip_kinds;      /* LB_VIPS_*: which VIP lookups can succeed (each costs a table search) */
 	__u8 pad[3];
 	__u32 flow_mask;     /* lb_flows sets - 1 (a power of two - 1) */
+	__u32 vip_base;      /* first entry of the VIP table's half in force */
+	__u32 vip_mask;      /* entries per half - 1 (a power of two - 1) */
+	__u32 vip_seed;      /* VIP hash seed: the control plane picks one that keeps probes short */
 };
 
 struct lb_counter {
