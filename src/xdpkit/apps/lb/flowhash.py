@@ -64,8 +64,10 @@ def flow_hash(key: bytes, seed: int) -> int:
 
 
 def vip_hash(key: bytes, seed: int) -> int:
-    """``lb_vip_hash``: the hash of a packed ``struct lb_vip_key`` (its five words)."""
-    return _murmur(struct.unpack("<5I", key), seed)
+    """``lb_vip_hash``: the hash of a packed ``struct lb_vip_key`` (its five words folded)."""
+    w = struct.unpack("<5I", key)
+    x = w[0] ^ _rol(w[1], 7) ^ _rol(w[2], 14) ^ _rol(w[3], 21) ^ ((w[4] * 0x9E3779B1) & _M32) ^ (seed & _M32)
+    return _fmix(x, 20)
 
 
 TAG_SEED = 0x5BD1E995  # LB_TAG_SEED in lb.h

@@ -35,7 +35,7 @@ struct lb_vip {
  * has two halves; the program reads the one lb_cfg.vip_base points at, and an apply writes the
  * other in full before switching lb_cfg, so a packet sees the old set of VIPs or the new one.
  * A VIP lies at most LB_VIP_PROBES slots after slot (hash & vip_mask), where hash is the
- * MurmurHash3 of the key's five words seeded with vip_seed; an empty slot ends the search. A
+ * hash of the key (lb_vip_hash) seeded with vip_seed; an empty slot ends the search. A
  * kernel hash map costs about three times as much per lookup (jhash, bucket, element). */
 #define LB_VIP_PROBES 8
 
