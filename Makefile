@@ -9,6 +9,7 @@ setup:
 
 demo: setup
 	$(VENV)/bin/xdpkit demo
+	$(VENV)/bin/xdpkit lb demo
 
 test: setup
 	$(PY) -m pytest -q tests

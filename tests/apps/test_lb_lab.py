@@ -161,3 +161,23 @@ def test_bad_arguments_are_config_errors():
         LbLab().ns("be9")
     with pytest.raises(ConfigError):
         LbLab().address("rtr")
+
+
+def test_demo_spreads_drains_and_cleans_up(capsys):
+    import json
+
+    from xdpkit.apps.lb.demo import run_demo
+    from xdpkit.cli.main import main as cli_main
+
+    name = "xd" + secrets.token_hex(3)
+    for ns in LbLab(name).namespaces:
+        _claim(ns)
+    assert cli_main(["lb", "demo", "--name", name, "--connections", "60", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] and sum(out["spread"].values()) == 60 and min(out["spread"].values()) > 0
+    assert out["after_drain"][out["drained"]] == 0 and sum(out["after_drain"].values()) == 30
+    assert out["held_connection_stayed"]
+    assert out["stats"]["flows"]["misses"] >= 90
+    assert not LbLab(name).exists()
+    with pytest.raises(ConfigError, match="connections 5"):
+        run_demo(name, 5)

@@ -102,6 +102,12 @@ def register(sub) -> None:
     q.add_argument("--json", action="store_true", help="one JSON line per state change")
     q.set_defaults(func=cmd_health)
 
+    q = lsub.add_parser("demo", help="the load balancer on its own lab: spread by weight, drain, counters")
+    q.add_argument("--name", default="xlbdemo", help="lab name to use")
+    q.add_argument("--connections", type=int, default=200, help="connections to open (10..10000)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_demo)
+
     q = lsub.add_parser("decap", help="backend side: strip the load balancer's outer header")
     dsub = q.add_subparsers(dest="decap_command", metavar="VERB")
     dsub.required = True
@@ -276,3 +282,12 @@ def cmd_decap_stats(args) -> int:
     else:
         print_table([[k, v["packets"], v["bytes"]] for k, v in s["events"].items()], ["EVENT", "PACKETS", "BYTES"])
     return 0
+
+
+def cmd_demo(args) -> int:
+    from xdpkit.apps.lb.demo import run_demo
+
+    result = run_demo(args.name, args.connections, log=None if args.json else (lambda m: print(m, flush=True)))
+    if args.json:
+        emit_json(result)
+    return 0 if result["ok"] else 1
