@@ -11,6 +11,7 @@ seen by this process), and otherwise mounts, or reuses, the bpffs at /run/xdpkit
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno as E
@@ -63,6 +64,19 @@ def _makedirs(path: str, hint: str) -> None:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
         raise XdpkitError(f"cannot create {path}: {exc.strerror}", hint=hint) from None
+
+
+def existing_pin_roots() -> set[str]:
+    """xdpkit's pin roots (either place pin_root() may use) that exist now."""
+    return {p for p in (os.path.join(SYS_BPFFS, SUBDIR), os.path.join(RUN_BPFFS, SUBDIR)) if os.path.isdir(p)}
+
+
+def remove_empty_pin_roots(keep: set[str]) -> None:
+    """Remove the pin roots made since ``keep`` was taken (existing_pin_roots()) if they are
+    empty: a run that pinned nothing for later leaves no directory behind."""
+    for root in existing_pin_roots() - keep:
+        with contextlib.suppress(OSError):  # not empty: someone pinned something there
+            os.rmdir(root)
 
 
 def pin_root(*, shared: bool = False) -> str:

@@ -10,6 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
+from xdpkit import bpffs
 from xdpkit._sys import netns
 from xdpkit.compile import compile_file
 from xdpkit.errors import XdpkitError
@@ -42,6 +43,7 @@ def run_demo(lab_name: str = "xdpdemo", log=print) -> dict:
     lab = Lab(lab_name)
     result: dict = {"ok": False, "lab": lab_name, "counts": []}
     started = time.monotonic()
+    pin_roots = bpffs.existing_pin_roots()  # the lab makes one; the demo pins nothing in it
     try:
         log(f"[1/6] building lab {lab_name!r}: {lab.src} <-> {lab.dut} <-> {lab.dst}")
         lab.up()
@@ -75,6 +77,7 @@ def run_demo(lab_name: str = "xdpdemo", log=print) -> dict:
             log(f"    expected traffic of every kind; none seen for {', '.join(missing)}")
     finally:
         removed = lab.down()
+        bpffs.remove_empty_pin_roots(keep=pin_roots)
         log(f"[6/6] lab removed ({', '.join(removed) or 'nothing left'}) in {time.monotonic() - started:.1f}s")
     if lab.exists():
         raise XdpkitError(f"lab {lab_name} still exists after teardown")

@@ -62,12 +62,11 @@ def _require_kernel() -> None:
 # Pin roots (bpffs directories) that tests may create through bpffs.pin_root(): removed again at
 # the end of the session when the session made them and they are empty, so a test run leaves
 # nothing under /sys/fs/bpf.
-_PIN_ROOTS = (os.path.join(bpffs.SYS_BPFFS, bpffs.SUBDIR), os.path.join(bpffs.RUN_BPFFS, bpffs.SUBDIR))
 _pin_roots_before: set = set()
 
 
 def pytest_configure(config):
-    _pin_roots_before.update(p for p in _PIN_ROOTS if os.path.isdir(p))
+    _pin_roots_before.update(bpffs.existing_pin_roots())
     config.addinivalue_line("markers", "kernel: needs root and a BPF-capable kernel "
                             "(skipped otherwise; fails instead under CI=true)")
     config.addinivalue_line("markers", "allow_leaks: do not check this test for leaked namespaces, "
@@ -77,10 +76,7 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     with contextlib.suppress(OSError):
         os.unlink(os.path.join(CLAIMS_DIR, str(os.getpid())))
-    for root in _PIN_ROOTS:
-        if root not in _pin_roots_before:
-            with contextlib.suppress(OSError):  # not empty, or not there: leave it
-                os.rmdir(root)
+    bpffs.remove_empty_pin_roots(keep=_pin_roots_before)
 
 
 @pytest.hookimpl(tryfirst=True)
