@@ -154,10 +154,13 @@ def test_ethertype_counter_counts_each_kind(lab):
 
 
 def test_demo_runs_and_leaves_nothing(capsys):
+    from xdpkit import bpffs
     from xdpkit.demo import run_demo
 
+    pin_roots = bpffs.existing_pin_roots()
     result = run_demo(lab_name="tdemo", log=print)
     assert result["ok"]
+    assert bpffs.existing_pin_roots() <= pin_roots  # the lab's pin root goes when nothing is pinned
     names = {r["name"]: r["packets"] for r in result["counts"]}
     assert names["IPv4"] > 0 and names["IPv6"] > 0 and names["ARP"] > 0
     assert not [n for n in xns.list_namespaces() if n.startswith("tdemo-")]
