@@ -187,6 +187,29 @@ def send_frames(ns: str, ifname: str, frames: list[bytes], *, timeout: float = 2
 
 # ---- the lab -------------------------------------------------------------------------------
 
+def remove_namespaces(names) -> list[str]:
+    """Remove those of ``names`` that exist (their veths go with them); the names removed."""
+    removed = []
+    for name in names:
+        if netns.exists(name):
+            netns.remove(name)
+            removed.append(name)
+    return removed
+
+
+def build_or_remove(build, down, what: str) -> None:
+    """Run ``build``; if it fails, ``down`` removes whatever it made (never a half-built lab)
+    and the error goes on, unexpected ones as a LabError naming ``what``."""
+    try:
+        build()
+    except BaseException as exc:
+        down()
+        if isinstance(exc, XdpkitError) or not isinstance(exc, Exception):
+            raise
+        raise LabError(f"building {what} failed: {exc}",
+                       hint="run as root; `ip netns list` shows what exists") from exc
+
+
 class Lab:
     """A named lab (default "xdpkit"): namespaces ``{name}-src``, ``{name}-dut``, ``{name}-dst``."""
 
@@ -241,14 +264,7 @@ class Lab:
         rebuilt = self.exists()
         if rebuilt:
             self.down()
-        try:
-            self._build()
-        except BaseException as exc:
-            self.down()  # all-or-nothing: never leave a half-built lab behind
-            if isinstance(exc, XdpkitError) or not isinstance(exc, Exception):
-                raise
-            raise LabError(f"building lab {self.name} failed: {exc}",
-                           hint="run as root; `ip netns list` shows what exists") from exc
+        build_or_remove(self._build, self.down, f"lab {self.name}")
         left = self.problems()
         if left:
             self.down()
@@ -259,12 +275,7 @@ class Lab:
 
     def down(self) -> list[str]:
         """Remove the lab's namespaces (their veths go with them). Returns the names removed."""
-        removed = []
-        for name in self.namespaces:
-            if netns.exists(name):
-                netns.remove(name)
-                removed.append(name)
-        return removed
+        return remove_namespaces(self.namespaces)
 
     def _build(self) -> None:
         for name in self.namespaces:

@@ -27,9 +27,10 @@ from pyroute2 import IPRoute
 from xdpkit._sys import netns
 from xdpkit._sys.ethtool import set_tx_checksum
 from xdpkit.builtin import builtin_object
-from xdpkit.errors import ConfigError, LabError, XdpkitError
+from xdpkit.errors import ConfigError, LabError
 from xdpkit.object import Object
-from xdpkit.lab import _NAME_RE, IFA_F_NODAD, Lab, _mac, _write, add_veth, lo_up
+from xdpkit.lab import (_NAME_RE, IFA_F_NODAD, Lab, _mac, _write, add_veth, build_or_remove, lo_up,
+                        remove_namespaces)
 
 VIP4 = "198.18.200.1"
 VIP6 = "2001:db8:200::1"
@@ -116,14 +117,7 @@ class LbLab:
         if there:
             raise LabError(f"load-balancer lab {self.name!r} already exists ({', '.join(there)})",
                            hint="tear it down first (LbLab(name).down()) or pick another name")
-        try:
-            self._build()
-        except BaseException as exc:
-            self.down()  # all-or-nothing: never leave a half-built lab behind
-            if isinstance(exc, XdpkitError) or not isinstance(exc, Exception):
-                raise
-            raise LabError(f"building load-balancer lab {self.name} failed: {exc}",
-                           hint="run as root; `ip netns list` shows what exists") from exc
+        build_or_remove(self._build, self.down, f"load-balancer lab {self.name}")
         return {"name": self.name, "action": "created", "namespaces": self.namespaces,
                 "vip4": VIP4, "vip6": VIP6, "backends": self.backend_addresses(4)}
 
@@ -131,12 +125,7 @@ class LbLab:
         """Stop servers started here and remove the namespaces (idempotent). Returns names removed."""
         while self._servers:
             self._servers.pop().close()  # open sockets would keep a removed namespace alive
-        removed = []
-        for name in self.namespaces:
-            if netns.exists(name):
-                netns.remove(name)
-                removed.append(name)
-        return removed
+        return remove_namespaces(self.namespaces)
 
     def _build(self) -> None:
         rtr = self.ns("rtr")
