@@ -74,8 +74,8 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def is_counter_value(codec) -> bool:
-    """struct xdpkit_counter, or any struct laid out as {u64 packets; u64 bytes} (e.g. an app's
-    own fw_counter): the BTF says what it is, the name does not matter."""
+    """struct xdpkit_counter, or any struct laid out as {u64 packets; u64 bytes} (e.g. a
+    program's own): the BTF says what it is, the name does not matter."""
     if getattr(codec, "type_name", "") == COUNTER_TYPE:
         return True
     members = getattr(codec, "members", None)

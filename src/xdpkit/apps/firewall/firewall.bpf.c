@@ -115,14 +115,14 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, FW_MAX_RULES);
 	__type(key, __u32);
-	__type(value, struct fw_counter);
+	__type(value, struct xdpkit_counter);
 } fw_counters SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, FW_NREASONS);
 	__type(key, __u32);
-	__type(value, struct fw_counter);
+	__type(value, struct xdpkit_counter);
 } fw_reasons SEC(".maps");
 
 struct {
@@ -219,19 +219,9 @@ struct fw_scan {
 	__u32 c_src;           /* the source address class, looked up before the scan */
 };
 
-static __always_inline void fw_count(void *map, __u32 idx, __u64 len)
-{
-	struct fw_counter *c = bpf_map_lookup_elem(map, &idx);
-
-	if (c) {
-		c->packets += 1;
-		c->bytes += len;
-	}
-}
-
 static __always_inline int fw_finish(struct xdp_md *ctx, struct fw_pkt *p, __u32 reason, int drop)
 {
-	fw_count(&fw_reasons, reason, p->len);
+	xdpkit_count(&fw_reasons, reason, p->len);
 	/* Verdicts only: the firewall's own reasons and rule counters say the rest, and every
 	 * counter costs time on the path that drops floods. */
 	return xdpkit_stats_verdict(ctx, drop ? XDP_DROP : XDP_PASS);
@@ -250,7 +240,7 @@ static __always_inline int fw_by_rule(struct xdp_md *ctx, struct fw_pkt *p, stru
 {
 	if (!r)
 		return fw_finish(ctx, p, FW_R_POLICY, g->policy_drop);
-	fw_count(&fw_counters, r->slot & (FW_MAX_RULES - 1), p->len);
+	xdpkit_count(&fw_counters, r->slot & (FW_MAX_RULES - 1), p->len);
 	return fw_finish(ctx, p, FW_R_RULE, r->drop);
 }
 
@@ -384,7 +374,7 @@ static int fw_scan_step(__u32 i, void *data)
 	if (!r)
 		return 1;
 	if (r->rated && fw_within_rate(r, sc)) {
-		fw_count(&fw_reasons, FW_R_WITHIN_RATE, sc->len);
+		xdpkit_count(&fw_reasons, FW_R_WITHIN_RATE, sc->len);
 		sc->m[w] = word & (word - 1);
 		return 0;
 	}
@@ -591,7 +581,7 @@ int xdpkit_firewall(struct xdp_md *ctx)
 	if (p.family == 0)
 		return fw_finish(ctx, &p, FW_R_NON_IP, g->non_ip_drop);
 	if (parsed == 1)
-		fw_count(&fw_reasons, FW_R_FRAGMENT, p.len);
+		xdpkit_count(&fw_reasons, FW_R_FRAGMENT, p.len);
 
 	/* The source first: a blocklist rule decides here, before any scan state is built. */
 	__u32 c_src = 0;
@@ -627,16 +617,16 @@ int xdpkit_firewall(struct xdp_md *ctx)
 		return fw_by_rule(ctx, &p, g, r);
 	/* The first rated rule is checked here: a flood over the rate ends without bpf_loop. */
 	if (!fw_within_rate(r, &sc)) {
-		fw_count(&fw_counters, r->slot & (FW_MAX_RULES - 1), p.len);
+		xdpkit_count(&fw_counters, r->slot & (FW_MAX_RULES - 1), p.len);
 		return fw_finish(ctx, &p, FW_R_RATE_LIMITED, 1);
 	}
-	fw_count(&fw_reasons, FW_R_WITHIN_RATE, p.len);
+	xdpkit_count(&fw_reasons, FW_R_WITHIN_RATE, p.len);
 	sc.m[w & (FW_WORDS - 1)] = word & (word - 1);
 	/* Rated rules may pass a packet on to later rules: bpf_loop, so that the verifier
 	 * checks the step once instead of every path through it. */
 	bpf_loop(FW_MAX_FALLTHROUGH + 1, fw_scan_step, &sc, 0);
 	if (sc.found) {
-		fw_count(&fw_counters, sc.slot & (FW_MAX_RULES - 1), p.len);
+		xdpkit_count(&fw_counters, sc.slot & (FW_MAX_RULES - 1), p.len);
 		return fw_finish(ctx, &p, sc.reason, sc.drop);
 	}
 	return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);

@@ -99,11 +99,6 @@ struct fw_text {
 	char text[508];       /* the rule as written: the kernel keeps the rule set itself */
 };
 
-struct fw_counter {
-	__u64 packets;
-	__u64 bytes;
-};
-
 struct fw_tat {
 	__u64 pps;            /* GCRA theoretical arrival times */
 	__u64 bps;

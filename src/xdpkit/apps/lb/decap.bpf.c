@@ -22,17 +22,12 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, LB_DECAP_MAX);
 	__type(key, __u32);
-	__type(value, struct lb_counter);
+	__type(value, struct xdpkit_counter);
 } lb_decap_events SEC(".maps");
 
 static __always_inline int lb_decap_count(__u32 ev, __u64 bytes, int verdict)
 {
-	struct lb_counter *c = bpf_map_lookup_elem(&lb_decap_events, &ev);
-
-	if (c) {
-		c->packets++;
-		c->bytes += bytes;
-	}
+	xdpkit_count(&lb_decap_events, ev, bytes);
 	return verdict;
 }
 

@@ -67,21 +67,21 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 64);
 	__type(key, __u32);
-	__type(value, struct lb_counter);
+	__type(value, struct xdpkit_counter);
 } lb_vip_stats SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 4096);
 	__type(key, __u32);
-	__type(value, struct lb_counter);
+	__type(value, struct xdpkit_counter);
 } lb_be_stats SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, LB_EV_MAX);
 	__type(key, __u32);
-	__type(value, struct lb_counter);
+	__type(value, struct xdpkit_counter);
 } lb_events SEC(".maps");
 
 struct {
@@ -104,19 +104,9 @@ struct {
 	__type(value, struct lb_state_chunk);
 } lb_state SEC(".maps");
 
-static __always_inline void lb_count(void *map, __u32 idx, __u64 bytes)
-{
-	struct lb_counter *c = bpf_map_lookup_elem(map, &idx);
-
-	if (c) {
-		c->packets++;
-		c->bytes += bytes;
-	}
-}
-
 static __always_inline int lb_event(__u32 ev, __u64 bytes, int verdict)
 {
-	lb_count(&lb_events, ev, bytes);
+	xdpkit_count(&lb_events, ev, bytes);
 	return verdict;
 }
 
@@ -416,7 +406,7 @@ int xdpkit_lb(struct xdp_md *ctx)
 	if (!vip)
 		return lb_event(LB_EV_NOT_VIP, l3_len, XDP_PASS);
 	if (fragment)
-		lb_count(&lb_events, LB_EV_FRAGMENT, l3_len);
+		xdpkit_count(&lb_events, LB_EV_FRAGMENT, l3_len);
 	if (vip->flags & LB_VIP_NO_SPORT)
 		fk.sport = 0;
 
@@ -453,7 +443,7 @@ int xdpkit_lb(struct xdp_md *ctx)
 		if (be && be->family && (__u16)be->gen == w->gen) {
 			if (w->age != now)
 				w->age = now;
-			lb_count(&lb_events, LB_EV_FLOW_HIT, l3_len);
+			xdpkit_count(&lb_events, LB_EV_FLOW_HIT, l3_len);
 		} else {
 			be = NULL;
 		}
@@ -491,7 +481,7 @@ int xdpkit_lb(struct xdp_md *ctx)
 		w->gen = be->gen;
 		w->age = now;
 		w->tag = tag;
-		lb_count(&lb_events, LB_EV_FLOW_MISS, l3_len);
+		xdpkit_count(&lb_events, LB_EV_FLOW_MISS, l3_len);
 	}
 
 	outer_len = be->family == LB_FAMILY_V4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
@@ -547,8 +537,8 @@ int xdpkit_lb(struct xdp_md *ctx)
 		__builtin_memcpy(&o.daddr, be->addr, 16);
 		__builtin_memcpy(data + sizeof(*eth), &o, sizeof(o));
 	}
-	lb_count(&lb_vip_stats, vip->id, l3_len);
-	lb_count(&lb_be_stats, slot, l3_len);
+	xdpkit_count(&lb_vip_stats, vip->id, l3_len);
+	xdpkit_count(&lb_be_stats, slot, l3_len);
 	if (cfg->redirect)
 		return bpf_redirect_map(&lb_tx_port, 0, 0);
 	return XDP_TX;

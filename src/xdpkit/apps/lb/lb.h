@@ -7,6 +7,7 @@
 #define XDPKIT_LB_H
 
 #include <linux/types.h>
+#include <xdpkit/counter.h> /* struct xdpkit_counter: packets and bytes */
 
 #define LB_FAMILY_V4 4
 #define LB_FAMILY_V6 6
@@ -106,10 +107,6 @@ struct lb_cfg {
 	__u32 vip_seed;      /* VIP hash seed: the control plane picks one that keeps probes short */
 };
 
-struct lb_counter {
-	__u64 packets;
-	__u64 bytes;
-};
 
 /* lb_events indexes: what happened to packets other than plain forwarding. */
 enum lb_event {

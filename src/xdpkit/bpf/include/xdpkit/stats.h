@@ -40,6 +40,7 @@
 #ifndef XDPKIT_STATS_H
 #define XDPKIT_STATS_H
 
+#include <xdpkit/counter.h>
 #include <xdpkit/parsing.h>
 
 #ifndef ETH_P_MPLS_UC
@@ -70,11 +71,6 @@
 
 #define XDPKIT_ST_VERDICT_MAX 5 /* XDP_ABORTED .. XDP_REDIRECT */
 
-struct xdpkit_counter {
-	__u64 packets;
-	__u64 bytes;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, XDPKIT_ST_ET_MAX);
@@ -95,17 +91,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct xdpkit_counter);
 } xdpkit_st_verdict SEC(".maps");
-
-/* Per-CPU array slots: a plain add is race-free (softirq on one CPU does not nest XDP). */
-static __always_inline void xdpkit_st_add(void *map, __u32 idx, __u64 bytes)
-{
-	struct xdpkit_counter *c = bpf_map_lookup_elem(map, &idx);
-
-	if (c) {
-		c->packets += 1;
-		c->bytes += bytes;
-	}
-}
 
 static __always_inline __u64 xdpkit_st_len(struct xdp_md *ctx)
 {
@@ -155,7 +140,7 @@ static __always_inline __u32 xdpkit_st_proto_index(int l4proto)
 /* Count only the verdict: one map lookup, no packet access. Returns verdict. */
 static __always_inline int xdpkit_stats_verdict(struct xdp_md *ctx, int verdict)
 {
-	xdpkit_st_add(&xdpkit_st_verdict, (__u32)verdict, xdpkit_st_len(ctx));
+	xdpkit_count(&xdpkit_st_verdict, (__u32)verdict, xdpkit_st_len(ctx));
 	return verdict;
 }
 
@@ -165,9 +150,9 @@ static __always_inline int xdpkit_stats_count(struct xdp_md *ctx, __u32 etype_id
 {
 	__u64 len = xdpkit_st_len(ctx);
 
-	xdpkit_st_add(&xdpkit_st_etype, etype_idx, len);
-	xdpkit_st_add(&xdpkit_st_proto, proto_idx, len);
-	xdpkit_st_add(&xdpkit_st_verdict, (__u32)verdict, len);
+	xdpkit_count(&xdpkit_st_etype, etype_idx, len);
+	xdpkit_count(&xdpkit_st_proto, proto_idx, len);
+	xdpkit_count(&xdpkit_st_verdict, (__u32)verdict, len);
 	return verdict;
 }
 
