@@ -179,8 +179,9 @@ class LoadBalancer(AppHandle):
 
         be_map, vip_table = self._map("lb_backends"), self._map("lb_vip_table")
         max_vips = self._map("lb_vip_stats").max_entries
-        half, vip_base, _mask, vip_seed = self._vip_half()
-        old_vips = self._placed()
+        vip_half = self._vip_half()
+        half, vip_base, _mask, vip_seed = vip_half
+        old_vips = self._placed(vip_half)
         old_slots = {}
         gens = {}
         for k, v in be_map.raw_items():
@@ -299,9 +300,10 @@ class LoadBalancer(AppHandle):
         *_, base, mask, seed = _CFG.unpack(self._map("lb_cfg").lookup_raw(_ZERO))
         return self._map("lb_vip_table").max_entries // 2, base, mask, seed
 
-    def _placed(self) -> dict[bytes, tuple[int, int, int, int]]:
-        """The VIPs in force, from the VIP table: key -> (id, ring base, table size, flags)."""
-        _half, base, mask, _seed = self._vip_half()
+    def _placed(self, vip_half: tuple[int, int, int, int] | None = None) -> dict[bytes, tuple[int, int, int, int]]:
+        """The VIPs in force, from the VIP table: key -> (id, ring base, table size, flags).
+        ``vip_half`` is _vip_half() when the caller has read it already."""
+        _half, base, mask, _seed = vip_half or self._vip_half()
         if not mask:
             return {}
         out = {}
