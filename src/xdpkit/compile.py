@@ -54,6 +54,9 @@ def default_cflags() -> list[str]:
     multiarch, target_arch = _ARCH.get(platform.machine(), (f"{platform.machine()}-linux-gnu", "x86"))
     flags = ["-O2", "-g", "-target", "bpf", f"-D__TARGET_ARCH_{target_arch}",
              "-Wall", "-Wno-unused-value", "-Wno-pointer-sign", "-Wno-compare-distinct-pointer-types",
+             # a call to an undeclared function would otherwise become an extern that only
+             # fails at load ("failed to find BTF for extern"); clang 16 and later refuse it too
+             "-Werror=implicit-function-declaration",
              "-fno-stack-protector", f"-I{INCLUDE_DIR}"]
     if Path(f"/usr/include/{multiarch}").is_dir():
         flags.append(f"-I/usr/include/{multiarch}")  # Debian keeps asm/types.h here

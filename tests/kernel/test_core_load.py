@@ -59,6 +59,14 @@ def test_compile_error_has_file_line(tmp_path):
     assert f"{src}:2:" in str(exc.value) and "undefined_thing" in str(exc.value)
 
 
+def test_call_to_undeclared_function_fails_at_compile_not_at_load(tmp_path):
+    src = tmp_path / "undeclared.bpf.c"
+    src.write_text("#include <linux/bpf.h>\nint x(void) { return helper_nobody_declared(1); }\n")
+    with pytest.raises(CompileError) as exc:
+        xdpkit.compile_file(src, use_cache=False)
+    assert f"{src}:2:" in str(exc.value) and "helper_nobody_declared" in str(exc.value)
+
+
 def test_verifier_error_summary_and_full_log(tmp_path):
     src = tmp_path / "unchecked.bpf.c"
     src.write_text(BAD_VERIFIER)

@@ -1,6 +1,8 @@
 """Load balancer config parsing and validation, VIP keys, the Python flow hash, CLI arguments."""
 import json
 
+from collections import Counter
+
 import pytest
 
 from xdpkit.apps.lb.config import BackendConfig, LbConfig, VipConfig, parse_config, parse_dict, parse_vip_key
@@ -100,7 +102,7 @@ def test_flow_hash_is_deterministic_and_seeded():
     assert k6[37] == 6 and 0 <= flow_hash(k6, 0) < 2**32
     # pinned: tests/apps/test_lb_packets.py checks that the BPF program derives the same outer
     # source from this very flow, so a change on either side shows up in both places
-    assert flow_hash(k, 7) == 0x7542063B and flow_hash(k6, 0) == 0xE4337C72
+    assert flow_hash(k, 7) == 0xC2ACA832 and flow_hash(k6, 0) == 0x98CA42D7
     with pytest.raises(ValueError):
         flow_key("198.18.10.2", "2001:db8::1", "tcp", 1, 2)
 
@@ -108,7 +110,14 @@ def test_flow_hash_is_deterministic_and_seeded():
 def test_flow_slot_and_outer_source():
     k = flow_key("198.18.10.2", "198.18.200.1", "tcp", 40000, 80)
     s, tag = flow_slot(k, 7, 1024)
-    assert 0 <= s < 1024 and tag >> 32 == flow_hash(k, 7) and tag != 0
+    assert s == tag & 1023 and tag >> 32 == flow_hash(k, 7) and tag != 0
+    # flows spread evenly over the sets and the Maglev slots (chi-square-like bounds)
+    keys = [flow_key("198.18.10.2", "198.18.200.1", "udp", p, 53) for p in range(1024, 1024 + 40960)]
+    for counts in (Counter(flow_slot(k, 1, 1024)[0] for k in keys), Counter(flow_hash(k, 1) % 1021 for k in keys)):
+        assert len(counts) > 1000 and max(counts.values()) < 80
+    keys6 = [flow_key(f"2001:db8::{i:x}", "2001:db8:200::1", "tcp", 40000, 443) for i in range(40960)]
+    counts = Counter(flow_slot(k, 1, 1024)[0] for k in keys6)
+    assert len(counts) == 1024 and max(counts.values()) < 80
     assert outer_source(0, "198.18.99.0/24") == "198.18.99.0"
     assert outer_source(0xFFFFFFFF, "198.18.99.0/24") == "198.18.99.255"
     assert outer_source(0xFFFFFFFF, "198.18.99.7/32") == "198.18.99.7"

@@ -1,7 +1,7 @@
 """The data plane's flow hash, in Python: which Maglev slot and outer source a flow gets.
 
-It mirrors ``lb_hash`` in lb.bpf.c bit for bit (MurmurHash3 x86_32 mixing over the 32-bit
-words of ``struct lb_flow_key`` as they lie in memory, seeded), so the control plane and tests
+It mirrors ``lb_flow_hash`` in lb.bpf.c bit for bit (one seeded 64-bit pass over the 64-bit
+words of ``struct lb_flow_key`` as they lie in memory), so the control plane and tests
 can predict the backend of a flow without sending it, and ``xdpkit lb lookup`` can answer
 "where does this flow go" on any node with the same config.
 """
@@ -48,19 +48,27 @@ def flow_key(src: str, dst: str, proto: str | int, sport: int, dport: int) -> by
             + struct.pack("!HH", sport, dport) + struct.pack("BBxx", p, s.version))
 
 
-def _murmur(words, seed: int) -> int:
-    h = seed & _M32
-    for w in words:
-        h = _mix(h, w)
-    return _fmix(h, 4 * len(words))
+_M64 = (1 << 64) - 1
+_HASH_MUL = 0x9E3779B97F4A7C15  # LB_HASH_MUL
+
+
+def flow_hash64(key: bytes, seed: int) -> int:
+    """``lb_flow_hash``: the 64-bit hash of a packed flow key (its fingerprint in the flow table)."""
+    words = struct.unpack("<5Q", key)  # the program reads the struct's words in host order
+    h = (seed & _M32) ^ _HASH_MUL
+    for w in (words[0], words[2], words[4]) if key[37] == 4 else words:
+        h = ((h ^ w) * _HASH_MUL) & _M64
+        h = ((h << 31) | (h >> 33)) & _M64
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _M64
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _M64
+    return h ^ (h >> 33)
 
 
 def flow_hash(key: bytes, seed: int) -> int:
-    """The 32-bit hash of a packed flow key, as the BPF program computes it."""
-    words = struct.unpack("<10I", key)  # the program reads the struct's words in host order
-    if key[37] == 4:
-        return _murmur((words[0], words[4], words[8], words[9]), seed)
-    return _murmur(words, seed)
+    """The flow's 32-bit hash (the high half of the 64-bit one): its Maglev slot and outer source."""
+    return flow_hash64(key, seed) >> 32
 
 
 def vip_hash(key: bytes, seed: int) -> int:
@@ -70,13 +78,10 @@ def vip_hash(key: bytes, seed: int) -> int:
     return _fmix(x, 20)
 
 
-TAG_SEED = 0x5BD1E995  # LB_TAG_SEED in lb.h
-
-
 def flow_slot(key: bytes, seed: int, sets: int) -> tuple[int, int]:
     """(set index, 64-bit fingerprint) under which the flow table remembers a flow."""
-    h1, h2 = flow_hash(key, seed), flow_hash(key, seed ^ TAG_SEED)
-    return h2 & (sets - 1), ((h1 << 32) | h2) or 1
+    h = flow_hash64(key, seed)
+    return h & (sets - 1), h or 1
 
 
 def outer_source(hash_: int, prefix: str) -> str:

@@ -4,7 +4,7 @@
  * Packets for a VIP (address, protocol, port) are encapsulated towards one backend and sent
  * back out with XDP_TX (or XDP_REDIRECT): direct server return, the backend answers the client.
  * Everything else passes untouched. Per packet: one config lookup, one VIP table search (two only
- * when both one-port and all-port VIPs exist), two flow hashes and one flow-table set (one cache
+ * when both one-port and all-port VIPs exist), one flow hash and one flow-table set (one cache
  * line; plus, for a new flow, a Maglev slot and a write into the set).
  *
  * Not handled here, on purpose: VLAN-tagged frames and IPv6 extension headers other than a
@@ -110,23 +110,46 @@ static __always_inline int lb_event(__u32 ev, __u64 bytes, int verdict)
 	return verdict;
 }
 
-/* The flow hash: MurmurHash3 (x86_32) over the key's 32-bit words, seeded. IPv4 hashes its
- * two address words, the ports and the protocol; IPv6 all ten words. flowhash.py mirrors it. */
+/* The flow hash: one 64-bit pass over the key's 64-bit words (IPv4: three words, the addresses'
+ * upper words being zero; IPv6: all five), each xored in, multiplied and rotated, then a 64-bit
+ * finalizer (MurmurHash3's fmix64). The high half picks the Maglev slot and the outer source,
+ * the low bits the flow-table set, and all 64 bits are the flow's fingerprint in that set. One
+ * pass costs about a third of the two 32-bit MurmurHash3 passes it replaced. flowhash.py mirrors it. */
+#define LB_HASH_MUL 0x9e3779b97f4a7c15ULL
+
+static __always_inline __u64 lb_word(__u64 h, __u64 w)
+{
+	h = (h ^ w) * LB_HASH_MUL;
+	return (h << 31) | (h >> 33);
+}
+
+static __always_inline __u64 lb_flow_hash(const struct lb_flow_key *k, __u32 seed)
+{
+	const __u64 *w = (const __u64 *)k;
+	__u64 h = seed ^ LB_HASH_MUL;
+
+	if (k->family == LB_FAMILY_V4) {
+		h = lb_word(h, w[0]);
+		h = lb_word(h, w[2]);
+		h = lb_word(h, w[4]);
+	} else {
+#pragma unroll
+		for (int i = 0; i < 5; i++)
+			h = lb_word(h, w[i]);
+	}
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	return h ^ (h >> 33);
+}
+
 static __always_inline __u32 lb_rol(__u32 x, int r)
 {
 	return (x << r) | (x >> (32 - r));
 }
 
-static __always_inline __u32 lb_mix(__u32 h, __u32 k)
-{
-	k *= 0xcc9e2d51;
-	k = lb_rol(k, 15);
-	k *= 0x1b873593;
-	h ^= k;
-	h = lb_rol(h, 13);
-	return h * 5 + 0xe6546b64;
-}
-
+/* MurmurHash3's 32-bit finalizer */
 static __always_inline __u32 lb_fmix(__u32 h, __u32 len)
 {
 	h ^= len;
@@ -136,24 +159,6 @@ static __always_inline __u32 lb_fmix(__u32 h, __u32 len)
 	h *= 0xc2b2ae35;
 	h ^= h >> 16;
 	return h;
-}
-
-static __always_inline __u32 lb_hash(const struct lb_flow_key *k, __u32 seed)
-{
-	const __u32 *w = (const __u32 *)k;
-	__u32 h = seed;
-
-	if (k->family == LB_FAMILY_V4) {
-		h = lb_mix(h, k->src[0]);
-		h = lb_mix(h, k->dst[0]);
-		h = lb_mix(h, w[8]);
-		h = lb_mix(h, w[9]);
-		return lb_fmix(h, 16);
-	}
-#pragma unroll
-	for (int i = 0; i < 10; i++)
-		h = lb_mix(h, w[i]);
-	return lb_fmix(h, 40);
 }
 
 /* The VIP table's hash (flowhash.vip_hash): the key's words folded into one and mixed once. It
@@ -326,7 +331,7 @@ int xdpkit_lb(struct xdp_md *ctx)
 	struct lb_flow_set *set;
 	struct lb_vip *vip;
 	struct lb_cfg *cfg;
-	__u32 zero = 0, slot = 0, hash, hash2, set_idx, ring_idx, ring_slot, *ring, way = LB_WAYS;
+	__u32 zero = 0, slot = 0, hash, set_idx, ring_idx, ring_slot, *ring, way = LB_WAYS;
 	__u32 outer_len, l3_len, tos;
 	__u64 tag;
 	__u16 now;
@@ -410,9 +415,9 @@ int xdpkit_lb(struct xdp_md *ctx)
 	if (vip->flags & LB_VIP_NO_SPORT)
 		fk.sport = 0;
 
-	hash = lb_hash(&fk, cfg->seed);
-	hash2 = lb_hash(&fk, cfg->seed ^ LB_TAG_SEED);
-	tag = ((__u64)hash << 32) | hash2;
+	tag = lb_flow_hash(&fk, cfg->seed);
+	hash = tag >> 32;
+	set_idx = tag & cfg->flow_mask;
 	tag |= !tag; /* 0 marks an empty way */
 	/* The Maglev slot is read before the flow table is searched, though only a new flow needs
 	 * it: the two loads are independent, so their cache misses overlap instead of adding up. */
@@ -423,7 +428,6 @@ int xdpkit_lb(struct xdp_md *ctx)
 	if (!ring)
 		return lb_event(LB_EV_NO_BACKEND, l3_len, XDP_DROP);
 	ring_slot = *ring;
-	set_idx = hash2 & cfg->flow_mask;
 	set = bpf_map_lookup_elem(&lb_flows, &set_idx);
 	if (!set)
 		return lb_event(LB_EV_ENCAP_ERROR, l3_len, XDP_DROP);

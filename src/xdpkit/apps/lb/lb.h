@@ -65,14 +65,13 @@ struct lb_flow_key {
 	__u8 proto;
 	__u8 family;
 	__u16 pad;
-};
+} __attribute__((aligned(8))); /* five 64-bit words, hashed as such */
 
-/* The flow table: a set-associative cache. A flow lives in set (hash2 & flow_mask), in one of
- * LB_WAYS ways, under a 64-bit fingerprint (hash1 << 32 | hash2); a new flow takes an empty way
+/* The flow table: a set-associative cache. A flow lives in set (hash & flow_mask), in one of
+ * LB_WAYS ways, under its 64-bit hash as fingerprint (lb_flow_hash); a new flow takes an empty way
  * or the least recently used one. One set is one cache line, so a lookup touches one line and an
  * insert allocates nothing and takes no lock. */
 #define LB_WAYS 4
-#define LB_TAG_SEED 0x5bd1e995u /* hash2 = hash of the key with seed ^ LB_TAG_SEED */
 #define LB_AGE_SHIFT 6          /* age unit: 64 jiffies (64-640 ms); a u16 wraps after 70 minutes or more */
 
 struct lb_flow_way {
