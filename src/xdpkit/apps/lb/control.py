@@ -46,6 +46,7 @@ SLOT_NONE = 0xFFFFFFFF
 VIP_NO_SPORT = 1
 VIPS_PORT, VIPS_ALL_PORTS = 1, 2
 WAYS = 4
+LINE_SLOTS = 16                            # LB_RING_LINE_SLOTS: Maglev slots per lb_ring entry
 _WAY = struct.Struct("<QIHH")              # struct lb_flow_way
 STATE_CHUNK = 4096
 _VIP = struct.Struct("<IIII")              # struct lb_vip
@@ -60,7 +61,7 @@ class Limits:
 
     vips: int = 64
     backends: int = 4096
-    ring: int = 16 * maglev.DEFAULT_SIZE   # Maglev slots shared by all VIPs
+    ring: int = 16 * maglev.DEFAULT_SIZE   # Maglev slots shared by all VIPs (each table starts a line of 16)
     flows: int = 262144                     # connection-tracking entries (rounded up to 4 x 2^n)
 
 
@@ -114,7 +115,7 @@ class LoadBalancer(AppHandle):
         try:
             sets = 1 << max(0, (limits.flows + WAYS - 1) // WAYS - 1).bit_length()
             for name, n in (("lb_vip_table", 2 * viptable.slots_per_half(limits.vips)),
-                            ("lb_vip_stats", limits.vips), ("lb_ring", limits.ring),
+                            ("lb_vip_stats", limits.vips), ("lb_ring", -(-limits.ring // LINE_SLOTS)),
                             ("lb_backends", limits.backends), ("lb_be_stats", limits.backends),
                             ("lb_flows", sets)):
                 spec.maps[name].max_entries = n
@@ -200,8 +201,8 @@ class LoadBalancer(AppHandle):
         # Ids and regions of every old VIP stay taken during this apply: packets may still be
         # reading them until the VIP entries are switched.
         used_ids = {v[0] for v in old_vips.values()}
-        regions = sorted((v[1], v[1] + v[2]) for v in old_vips.values())
-        ring_size = self._map("lb_ring").max_entries
+        regions = sorted((v[1], v[1] + _region(v[2])) for v in old_vips.values())
+        ring_size = self._map("lb_ring").max_entries * LINE_SLOTS
         placed = {}
         free_ids = (i for i in range(max_vips) if i not in used_ids)
         for k, v in new_keys.items():
@@ -213,12 +214,12 @@ class LoadBalancer(AppHandle):
                 raise ConfigError(f"VIP {v.key}: no free VIP id (at most {max_vips}, and removed VIPs "
                                   "free theirs only after this change)", hint="apply the removal first, or reload "
                                   "with a larger --max-vips")
-            base = _first_fit(regions, v.table_size, ring_size)
+            base = _first_fit(regions, _region(v.table_size), ring_size)
             if base is None:
                 raise ConfigError(f"VIP {v.key}: no room for a table of {v.table_size} slots "
                                   f"(the load balancer has {ring_size} in all)",
                                   hint="use a smaller table_size or reload with a larger --ring")
-            regions = sorted(regions + [(base, base + v.table_size)])
+            regions = sorted(regions + [(base, base + _region(v.table_size))])
             placed[k] = (vid, base, v.table_size)
 
         vip_seed, at = viptable.layout(new_keys, half, vip_seed)  # entries in the VIP table's half
@@ -272,8 +273,9 @@ class LoadBalancer(AppHandle):
                                      for s, (vid, addr), b in fresh])
         ring = self._map("lb_ring")
         for base, entries in tables.values():
-            keys = struct.pack(f"<{len(entries)}I", *range(base, base + len(entries)))
-            ring.update_batch_buffers(keys, struct.pack(f"<{len(entries)}I", *entries), len(entries))
+            lines = _ring_lines(entries)
+            first, n = base // LINE_SLOTS, len(lines) // ring.value_size
+            ring.update_batch_buffers(struct.pack(f"<{n}I", *range(first, first + n)), lines, n)
         # The VIP table's other half, in full, then lb_cfg pointing at it: one switch for all VIPs.
         new_base = half if vip_base == 0 else 0
         entries = [bytes(viptable.ENTRY.size)] * half
@@ -340,7 +342,7 @@ class LoadBalancer(AppHandle):
     def _clear_ring(self) -> None:
         ring = self._map("lb_ring")
         n = ring.max_entries
-        ring.update_batch_buffers(struct.pack(f"<{n}I", *range(n)), struct.pack("<I", SLOT_NONE) * n, n)
+        ring.update_batch_buffers(struct.pack(f"<{n}I", *range(n)), _ring_lines([]) * n, n)
 
     # ---- editing ---------------------------------------------------------------------------
     def add_vip(self, vip: VipConfig) -> ApplyResult:
@@ -417,8 +419,8 @@ class LoadBalancer(AppHandle):
                 if family and bgen & 0xFFFF == gen:
                     return str(ipaddress.ip_address(addr[:4] if family == 4 else addr))
         vid, base, size, _flags = self._placed()[_vip_key(vip)]
-        slot = struct.unpack("<I", self._map("lb_ring").lookup_raw(
-            struct.pack("<I", base + flow_hash(key, cfg.seed) % size)))[0]
+        line, at = divmod(base + flow_hash(key, cfg.seed) % size, LINE_SLOTS)
+        slot = struct.unpack_from("<I", self._map("lb_ring").lookup_raw(struct.pack("<I", line)), 4 * at)[0]
         if slot == SLOT_NONE:
             return None
         addr, _gen, _vid, family = _BACKEND.unpack(be_map.lookup_raw(struct.pack("<I", slot)))
@@ -468,6 +470,17 @@ def check_config(cfg: LbConfig) -> dict:
             maglev.build_table(active, size=v.table_size, seed=cfg.seed)
     return {"vips": len(cfg.vips), "backends": sum(len(v.backends) for v in cfg.vips),
             "tables_seconds": round(time.monotonic() - t0, 3)}
+
+
+def _region(table_size: int) -> int:
+    """Maglev slots a table takes: whole lines, so that the next one starts a line."""
+    return -(-table_size // LINE_SLOTS) * LINE_SLOTS
+
+
+def _ring_lines(slots: list[int]) -> bytes:
+    """Maglev slots as whole lb_ring lines, padded with SLOT_NONE (at least one line)."""
+    n = _region(max(1, len(slots)))
+    return struct.pack(f"<{n}I", *slots, *[SLOT_NONE] * (n - len(slots)))
 
 
 def _first_fit(regions: list[tuple[int, int]], size: int, capacity: int) -> int | None:

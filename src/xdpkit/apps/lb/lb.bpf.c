@@ -37,9 +37,9 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 16 * 65537);
+	__uint(max_entries, 16 * 4097); /* lines: 16 tables of 65,537 slots */
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct lb_ring_line);
 } lb_ring SEC(".maps");
 
 struct {
@@ -329,9 +329,10 @@ int xdpkit_lb(struct xdp_md *ctx)
 	struct lb_vip_key vk = {};
 	struct lb_backend *be = NULL;
 	struct lb_flow_set *set;
+	struct lb_ring_line *line;
 	struct lb_vip *vip;
 	struct lb_cfg *cfg;
-	__u32 zero = 0, slot = 0, hash, set_idx, ring_idx, ring_slot, *ring, way = LB_WAYS;
+	__u32 zero = 0, slot = 0, hash, set_idx, ring_idx, line_idx, ring_slot, way = LB_WAYS;
 	__u32 outer_len, l3_len, tos;
 	__u64 tag;
 	__u16 now;
@@ -424,10 +425,11 @@ int xdpkit_lb(struct xdp_md *ctx)
 	if (!vip->table_size)
 		return lb_event(LB_EV_NO_BACKEND, l3_len, XDP_DROP);
 	ring_idx = vip->ring_base + hash % vip->table_size;
-	ring = bpf_map_lookup_elem(&lb_ring, &ring_idx);
-	if (!ring)
+	line_idx = ring_idx / LB_RING_LINE_SLOTS;
+	line = bpf_map_lookup_elem(&lb_ring, &line_idx);
+	if (!line)
 		return lb_event(LB_EV_NO_BACKEND, l3_len, XDP_DROP);
-	ring_slot = *ring;
+	ring_slot = line->slot[ring_idx % LB_RING_LINE_SLOTS];
 	set = bpf_map_lookup_elem(&lb_flows, &set_idx);
 	if (!set)
 		return lb_event(LB_EV_ENCAP_ERROR, l3_len, XDP_DROP);

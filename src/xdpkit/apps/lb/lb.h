@@ -27,7 +27,7 @@ struct lb_vip_key {
 
 struct lb_vip {
 	__u32 id;         /* index of its counters */
-	__u32 ring_base;  /* first slot of its Maglev table in lb_ring */
+	__u32 ring_base;  /* first slot of its Maglev table in lb_ring (a multiple of LB_RING_LINE_SLOTS) */
 	__u32 table_size; /* prime */
 	__u32 flags;      /* LB_VIP_* */
 };
@@ -66,6 +66,15 @@ struct lb_flow_key {
 	__u8 family;
 	__u16 pad;
 } __attribute__((aligned(8))); /* five 64-bit words, hashed as such */
+
+/* The Maglev slots of all VIPs, 16 to a 64-byte line: one array entry per line, not per slot,
+ * because the kernel rounds array values up to 8 bytes, which would double the slots' memory
+ * (512 KiB instead of 256 KiB per table of 65,537). Each VIP's table starts a line. */
+#define LB_RING_LINE_SLOTS 16
+
+struct lb_ring_line {
+	__u32 slot[LB_RING_LINE_SLOTS]; /* lb_backends slots, LB_SLOT_NONE for none */
+};
 
 /* The flow table: a set-associative cache. A flow lives in set (hash & flow_mask), in one of
  * LB_WAYS ways, under its 64-bit hash as fingerprint (lb_flow_hash); a new flow takes an empty way
