@@ -184,7 +184,7 @@ def build_table(backends: Sequence[Backend], *, size: int = DEFAULT_SIZE,
 
 
 def table_bytes(table: Sequence[int]) -> bytes:
-    """``table`` packed as little-endian u32s, one per slot: the value of a BPF array map."""
+    """``table`` packed as little-endian u32s, one per slot: a stable form to compare or pin."""
     return struct.pack(f"<{len(table)}I", *table)
 
 
@@ -205,26 +205,3 @@ def disruption(old_table: Sequence[int], old_backends: Sequence[Backend],
     moved = sum(old_names[a] != new_names[b] for a, b in zip(old_table, new_table))
     return moved / len(old_table)
 
-
-def bench() -> None:
-    """Print build times for 100 and 1,000 equal backends and a mixed-weight pool."""
-    import time
-
-    cases = [
-        ("100 backends", [Backend(f"10.0.{i // 256}.{i % 256}:80") for i in range(100)]),
-        ("1,000 backends", [Backend(f"10.0.{i // 256}.{i % 256}:80") for i in range(1000)]),
-        ("1,000 backends, weights 1..4",
-         [Backend(f"10.0.{i // 256}.{i % 256}:80", i % 4 + 1) for i in range(1000)]),
-    ]
-    for label, backends in cases:
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            build_table(backends, size=DEFAULT_SIZE)
-            times.append(time.perf_counter() - t0)
-        print(f"{label:32} into {DEFAULT_SIZE} slots: best {min(times) * 1e3:7.1f} ms, "
-              f"worst {max(times) * 1e3:7.1f} ms")
-
-
-if __name__ == "__main__":
-    bench()
