@@ -81,7 +81,8 @@ def _vip_key(v: VipConfig) -> bytes:
     return _addr16(v.address) + struct.pack("!H", v.port) + bytes([PROTOCOLS[v.protocol], v.family])
 
 
-def _backend_id(vip: VipConfig, address: str) -> str:
+def backend_id(vip: VipConfig, address: str) -> str:
+    """A backend of a VIP as the health state names it: "<vip key> <address>"."""
     return f"{vip.key} {address}"
 
 
@@ -171,9 +172,13 @@ class LoadBalancer(AppHandle):
     # ---- applying a config ------------------------------------------------------------------
     def apply(self, cfg: LbConfig, *, down: set[str] | None = None, health_change: str = "") -> ApplyResult:
         """Make ``cfg`` the configuration in force; flows of kept backends stay where they are."""
+        return self._apply(cfg, self._state(), down=down, health_change=health_change)
+
+    def _apply(self, cfg: LbConfig, state: dict, *, down: set[str] | None = None,
+               health_change: str = "") -> ApplyResult:
+        """apply() with the kernel-held state already read (by an edit that started from it)."""
         t0 = time.monotonic()
         cfg = validate(cfg)
-        state = self._state()
         down = set(state["down"] if down is None else down)
         ifindex = nl.ifindex_of(self.ifname)
         cfg_fields = self._cfg_fields(cfg, ifindex)
@@ -250,7 +255,7 @@ class LoadBalancer(AppHandle):
         new_signatures = {}
         for k, v in new_keys.items():
             vid, base, size = placed[k]
-            active = [maglev.Backend(b.address, 0 if _backend_id(v, b.address) in down else b.weight)
+            active = [maglev.Backend(b.address, 0 if backend_id(v, b.address) in down else b.weight)
                       for b in v.backends]
             sig = hashlib.sha256(json.dumps([cfg.seed, base, size, sorted((x.name, x.weight) for x in active)])
                                  .encode()).hexdigest()[:32]
@@ -288,7 +293,7 @@ class LoadBalancer(AppHandle):
         if gone:
             be_map.update_batch_raw([(struct.pack("<I", s), _BACKEND.pack(bytes(16), (gens[s] + 1) & 0xFFFFFFFF, 0, 0))
                                      for s in gone])
-        keys = {_backend_id(v, b.address) for v in cfg.vips for b in v.backends}
+        keys = {backend_id(v, b.address) for v in cfg.vips for b in v.backends}
         changes = {k: n for k, n in state.get("health_changes", {}).items() if k in keys}
         if health_change:
             changes[health_change] = changes.get(health_change, 0) + 1
@@ -345,19 +350,26 @@ class LoadBalancer(AppHandle):
         ring.update_batch_buffers(struct.pack(f"<{n}I", *range(n)), _ring_lines([]) * n, n)
 
     # ---- editing ---------------------------------------------------------------------------
+    def _edit(self, change) -> ApplyResult:
+        """Apply ``change(config in force)``, reading the kernel-held state once."""
+        state = self._state()
+        return self._apply(change(parse_dict(state["config"])), state)
+
     def add_vip(self, vip: VipConfig) -> ApplyResult:
-        cfg = self.config()
-        if any(v.key == vip.key for v in cfg.vips):
-            raise ConfigError(f"VIP {vip.key} exists already")
-        return self.apply(cfg.with_vip(vip))
+        def change(cfg):
+            if any(v.key == vip.key for v in cfg.vips):
+                raise ConfigError(f"VIP {vip.key} exists already")
+            return cfg.with_vip(vip)
+        return self._edit(change)
 
     def delete_vip(self, key: str) -> ApplyResult:
-        return self.apply(self.config().without_vip(key))
+        return self._edit(lambda cfg: cfg.without_vip(key))
 
     def _edit_backends(self, key: str, edit) -> ApplyResult:
-        cfg = self.config()
-        vip = cfg.vip(key)
-        return self.apply(cfg.with_vip(replace(vip, backends=tuple(edit(vip)))))
+        def change(cfg):
+            vip = cfg.vip(key)
+            return cfg.with_vip(replace(vip, backends=tuple(edit(vip))))
+        return self._edit(change)
 
     def add_backend(self, key: str, address: str, weight: int = 1) -> ApplyResult:
         b = BackendConfig(address=str(ipaddress.ip_address(address)), weight=weight)
@@ -392,10 +404,10 @@ class LoadBalancer(AppHandle):
         state = self._state()  # one read of the kernel-held state for config and health
         cfg, down = parse_dict(state["config"]), set(state["down"])
         vip = cfg.vip(key)
-        bid = _backend_id(vip, vip.backend(address).address)
+        bid = backend_id(vip, vip.backend(address).address)
         if (bid not in down) == up:
             return ApplyResult(vips=0, backends=0, tables_built=0, seconds=0.0)
-        return self.apply(cfg, down=down - {bid} if up else down | {bid}, health_change=bid)
+        return self._apply(cfg, state, down=down - {bid} if up else down | {bid}, health_change=bid)
 
     # ---- reading ----------------------------------------------------------------------------
     def backend_of(self, src: str, dst: str, proto: str, sport: int, dport: int) -> str | None:
@@ -446,9 +458,9 @@ class LoadBalancer(AppHandle):
             backends = []
             for b in v.backends:
                 bpk, bby = be_stats.get(slots.get((vid, _addr16(b.address)), -1), (0, 0))
-                healthy = _backend_id(v, b.address) not in down
+                healthy = backend_id(v, b.address) not in down
                 backends.append({"address": b.address, "weight": b.weight, "healthy": healthy,
-                                 "health_changes": changes.get(_backend_id(v, b.address), 0),
+                                 "health_changes": changes.get(backend_id(v, b.address), 0),
                                  "state": "down" if not healthy else "drained" if b.weight == 0 else "active",
                                  "packets": bpk, "bytes": bby})
             vips.append({"vip": v.key, "hash": v.hash, "table_size": v.table_size, "packets": pk, "bytes": by,

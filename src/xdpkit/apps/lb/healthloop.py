@@ -16,7 +16,7 @@ import logging
 import sys
 import time
 
-from xdpkit.apps.lb.control import LoadBalancer
+from xdpkit.apps.lb.control import LoadBalancer, backend_id
 from xdpkit.apps.lb.health import HealthChecker, Target
 
 log = logging.getLogger("xdpkit.lb.health")
@@ -39,12 +39,12 @@ class HealthLoop:
         out = []
         for v in self.lb.config().vips:
             if v.health is not None:
-                out += [Target(key=f"{v.key} {b.address}", address=b.address, port=v.port, check=v.health)
+                out += [Target(key=backend_id(v, b.address), address=b.address, port=v.port, check=v.health)
                         for b in v.backends]
         return out
 
     def _changed(self, target: Target, up: bool, detail: str) -> None:
-        vip, address = target.key.rsplit(" ", 1)
+        vip, address = target.key.rsplit(" ", 1)  # backend_id's two parts
         self.lb.set_health(vip, address, up)
         if self.on_event:
             self.on_event({"time": time.time(), "vip": vip, "backend": address,
