@@ -4,8 +4,8 @@
  * Packets for a VIP (address, protocol, port) are encapsulated towards one backend and sent
  * back out with XDP_TX (or XDP_REDIRECT): direct server return, the backend answers the client.
  * Everything else passes untouched. Per packet: one config lookup, one VIP table search (two only
- * when both one-port and all-port VIPs exist), one flow hash and one flow-table set (one cache
- * line; plus, for a new flow, a Maglev slot and a write into the set).
+ * when both one-port and all-port VIPs exist), one flow hash, one Maglev slot and one flow-table
+ * set (one cache line each; a new flow also writes into the set).
  *
  * Not handled here, on purpose: VLAN-tagged frames and IPv6 extension headers other than a
  * fragment header pass untouched; fragments are balanced on addresses only (they carry no
