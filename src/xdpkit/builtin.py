@@ -1,15 +1,21 @@
 """Built-in BPF objects (generator, receivers, apps): prebuilt when possible, compiled if not.
 
-`make build` (run by the set-up) compiles every built-in source next to itself as
-``NAME.bpf.o``, so machines without clang can run them. A prebuilt object older than its
-sources is ignored and the source is compiled (and cached) instead.
+The set-up (and the wheel build) compiles every built-in source next to itself as
+``NAME.bpf.o``, with ``NAME.bpf.json`` recording the sha256 of every package file the compile
+read and the flags it used, so machines without clang can run them. A prebuilt object is
+current while those contents are unchanged; file times say nothing (pip gives every installed
+file its install time). A stale object is recompiled (and cached) where clang exists; without
+clang the shipped object is used, with a warning.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import warnings
 from pathlib import Path
 
-from xdpkit.compile import compile_file
-from xdpkit.errors import NotFoundError
+from xdpkit.compile import compile_file, compile_with_deps, default_cflags, find_clang
+from xdpkit.errors import NotFoundError, NotSupportedError
 
 PACKAGE_DIR = Path(__file__).parent
 SOURCES = {
@@ -21,13 +27,37 @@ SOURCES = {
     "lb": PACKAGE_DIR / "apps" / "lb" / "lb.bpf.c",
     "lb_decap": PACKAGE_DIR / "apps" / "lb" / "decap.bpf.c",
 }
-INCLUDE_DIR = PACKAGE_DIR / "bpf" / "include" / "xdpkit"
 
 
-def _newest_input(src: Path) -> float:
-    # Shared headers count too: stats.bpf.c is little more than <xdpkit/stats.h>.
-    headers = [*src.parent.glob("*.h"), *INCLUDE_DIR.glob("*.h")]
-    return max(p.stat().st_mtime for p in [src, *headers])
+def prebuilt_path(src: Path) -> Path:
+    return src.with_name(src.name.replace(".bpf.c", ".bpf.o"))
+
+
+def _manifest_path(src: Path) -> Path:
+    return src.with_name(src.name.replace(".bpf.c", ".bpf.json"))
+
+
+def _flags_fingerprint() -> str:
+    # The package's own folders differ between a checkout and an install; the flags do not.
+    return " ".join(default_cflags()).replace(str(PACKAGE_DIR), "$PACKAGE")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def prebuilt_current(src: Path) -> bool:
+    """True when the shipped object was built from exactly the package files there now."""
+    if not prebuilt_path(src).is_file():
+        return False
+    try:
+        manifest = json.loads(_manifest_path(src).read_text())
+        inputs = manifest["inputs"]
+        if manifest["flags"] != _flags_fingerprint() or src.relative_to(PACKAGE_DIR).as_posix() not in inputs:
+            return False
+        return all(_sha256(PACKAGE_DIR / rel) == digest for rel, digest in inputs.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def builtin_object(name: str) -> Path:
@@ -35,13 +65,37 @@ def builtin_object(name: str) -> Path:
         src = SOURCES[name]
     except KeyError:
         raise NotFoundError(f"no built-in BPF object {name!r} (have: {sorted(SOURCES)})") from None
-    prebuilt = src.with_name(src.name.replace(".bpf.c", ".bpf.o"))
-    if prebuilt.is_file() and prebuilt.stat().st_mtime >= _newest_input(src):
+    prebuilt = prebuilt_path(src)
+    if prebuilt_current(src):
+        return prebuilt
+    try:
+        find_clang()
+    except NotSupportedError:
+        if not prebuilt.is_file():
+            raise NotSupportedError(f"clang (the built-in {name} program ships without its object)",
+                                    hint="apt-get install clang, or install xdpkit from a wheel") from None
+        warnings.warn(f"{prebuilt.name} was built from other sources than the ones installed and "
+                      "clang is not here to rebuild it; using it as shipped", RuntimeWarning, stacklevel=2)
         return prebuilt
     return compile_file(src)
 
 
-def build_all() -> list[Path]:
+def build(src: Path) -> Path:
+    """Compile one built-in source to its shipped place and record what it was built from."""
+    out = prebuilt_path(src)
+    deps = compile_with_deps(src, out)
+    inputs = {}
+    for path, digest in sorted(deps.items()):
+        try:
+            inputs[Path(path).relative_to(PACKAGE_DIR.resolve()).as_posix()] = digest
+        except ValueError:
+            continue  # a system header (uapi, libbpf): each machine has its own
+    _manifest_path(src).write_text(json.dumps({"flags": _flags_fingerprint(), "inputs": inputs},
+                                              indent=1, sort_keys=True) + "\n")
+    return out
+
+
+def build_all(*, only_stale: bool = False) -> list[Path]:
     """Compile every built-in source to its shipped location (needs clang)."""
-    return [compile_file(src, src.with_name(src.name.replace(".bpf.c", ".bpf.o")), use_cache=False)
+    return [build(src) if not (only_stale and prebuilt_current(src)) else prebuilt_path(src)
             for src in SOURCES.values()]

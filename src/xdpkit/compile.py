@@ -50,17 +50,61 @@ def clang_version(clang: str) -> str:
     return first[0] if first else "unknown"
 
 
+#: Headers that stand in for the few C library headers kernel uapi headers include
+#: (<linux/if.h>, pulled in by <linux/icmp.h>, wants <sys/socket.h> for struct sockaddr).
+SHIM_DIR = Path(__file__).parent / "bpf" / "shim"
+
+def uapi_dirs() -> dict[str, Path]:
+    """The top-level header folders a BPF program may include, and where they live.
+
+    Nothing else of /usr/include is visible: glibc's headers do not work for -target bpf (they
+    ask for the 32-bit stubs of libc6-dev-i386), and a program that compiled only where those
+    happen to be installed fails on the next machine.
+    """
+    multiarch, _ = _arch()
+    candidates = {
+        "linux": [Path("/usr/include/linux")],                 # linux-libc-dev
+        "asm-generic": [Path("/usr/include/asm-generic")],     # linux-libc-dev
+        "asm": [Path(f"/usr/include/{multiarch}/asm"), Path("/usr/include/asm")],
+        "bpf": [Path("/usr/include/bpf")],                     # libbpf-dev
+    }
+    found = {}
+    for name, paths in candidates.items():
+        for path in paths:
+            if path.is_dir():
+                found[name] = path
+                break
+    return found
+
+
+def _arch() -> tuple[str, str]:
+    return _ARCH.get(platform.machine(), (f"{platform.machine()}-linux-gnu", "x86"))
+
+
 def default_cflags() -> list[str]:
-    multiarch, target_arch = _ARCH.get(platform.machine(), (f"{platform.machine()}-linux-gnu", "x86"))
-    flags = ["-O2", "-g", "-target", "bpf", f"-D__TARGET_ARCH_{target_arch}",
-             "-Wall", "-Wno-unused-value", "-Wno-pointer-sign", "-Wno-compare-distinct-pointer-types",
-             # a call to an undeclared function would otherwise become an extern that only
-             # fails at load ("failed to find BTF for extern"); clang 16 and later refuse it too
-             "-Werror=implicit-function-declaration",
-             "-fno-stack-protector", f"-I{INCLUDE_DIR}"]
-    if Path(f"/usr/include/{multiarch}").is_dir():
-        flags.append(f"-I/usr/include/{multiarch}")  # Debian keeps asm/types.h here
-    return flags
+    """Flags every compile gets, before the uapi include tree (see ``uapi_include_tree``)."""
+    _, target_arch = _arch()
+    return ["-O2", "-g", "-target", "bpf", f"-D__TARGET_ARCH_{target_arch}",
+            "-Wall", "-Wno-unused-value", "-Wno-pointer-sign", "-Wno-compare-distinct-pointer-types",
+            # a call to an undeclared function would otherwise become an extern that only
+            # fails at load ("failed to find BTF for extern"); clang 16 and later refuse it too
+            "-Werror=implicit-function-declaration",
+            "-fno-stack-protector",
+            # no host C library headers: only clang's own (stddef.h, stdint.h, stdbool.h, ...)
+            # and the folders below
+            "-nostdlibinc", f"-isystem{SHIM_DIR}", f"-I{INCLUDE_DIR}"]
+
+
+def uapi_include_tree(root: Path) -> Path:
+    """Make ``root`` a folder of links to the kernel uapi and libbpf header folders only.
+
+    clang cannot be given /usr/include without also being given glibc's headers, so the
+    folders BPF C may use are linked into one place of their own and that goes on the path.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    for name, path in uapi_dirs().items():
+        (root / name).symlink_to(path, target_is_directory=True)
+    return root
 
 
 def cache_dir() -> Path:
@@ -89,6 +133,69 @@ def _deps_current(manifest: Path) -> bool:
         return False
 
 
+_MISSING_HEADER = re.compile(r"fatal error: '([^']+)' file not found")
+
+
+def _hint_for(stderr: str) -> str | None:
+    missing = _MISSING_HEADER.search(stderr)
+    if not missing:
+        return None
+    header = missing.group(1)
+    top = header.split("/", 1)[0]
+    if top in ("linux", "asm", "asm-generic") or header == "asm/types.h":
+        return "install the kernel uapi headers: apt-get install linux-libc-dev"
+    if top == "bpf":
+        return "install the libbpf headers: apt-get install libbpf-dev"
+    if top == "xdpkit" or f"<{header}>" not in stderr:
+        return None  # one of the program's own headers ("..."): -I DIR says where it is
+    return (f"<{header}> is a C library header, and BPF C is compiled without those "
+            "(-nostdlibinc): use kernel uapi headers (<linux/...>), libbpf's (<bpf/...>), "
+            "clang's <stddef.h>/<stdint.h>/<stdbool.h>, and __builtin_memcpy/__builtin_memset "
+            "instead of <string.h>")
+
+
+def _run_clang(clang: str, flags: list[str], src: Path, obj: Path, tmp: Path) -> dict[str, str]:
+    """Compile ``src`` to ``obj``; return every file it included (resolved) with its sha256."""
+    uapi = uapi_include_tree(tmp / "uapi")
+    depfile = tmp / "out.d"
+    cmd = [clang, *flags, f"-isystem{uapi}", "-MD", "-MF", str(depfile), "-c", str(src), "-o", str(obj)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        diagnostics = proc.stderr
+        for name, real in uapi_dirs().items():  # name the real header, not our link to it
+            diagnostics = diagnostics.replace(f"{uapi}/{name}/", f"{real}/")
+        raise CompileError(str(src), diagnostics, hint=_hint_for(diagnostics))
+    return {str(Path(d).resolve()): _sha256(Path(d).read_bytes())
+            for d in _read_depfile(depfile) if Path(d).is_file()}
+
+
+def compile_with_deps(source: str | os.PathLike, output: str | os.PathLike,
+                      *, cflags: list[str] | None = None,
+                      include_dirs: list[str] | None = None) -> dict[str, str]:
+    """Compile ``source`` to ``output`` (no cache); return the included files and their sha256."""
+    src = Path(source)
+    if not src.is_file():
+        raise NotFoundError(f"no such source file: {src}")
+    clang = find_clang()
+    with tempfile.TemporaryDirectory(prefix="xdpkit-cc-") as tmp:
+        obj = Path(tmp) / "out.o"
+        deps = _run_clang(clang, _flags(src, cflags, include_dirs), src, obj, Path(tmp))
+        _publish(obj, Path(output))
+    return deps
+
+
+def _flags(src: Path, cflags: list[str] | None, include_dirs: list[str] | None) -> list[str]:
+    return (default_cflags() + [f"-I{d}" for d in (include_dirs or [])] + list(cflags or [])
+            + [f"-I{src.resolve().parent}"])
+
+
+def _publish(obj: Path, dest: Path) -> None:
+    # Copy then rename, so a concurrent reader never sees a half-written object.
+    tmp_dest = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    shutil.copyfile(obj, tmp_dest)
+    os.replace(tmp_dest, dest)
+
+
 def compile_file(source: str | os.PathLike, output: str | os.PathLike | None = None,
                  *, cflags: list[str] | None = None, include_dirs: list[str] | None = None,
                  use_cache: bool = True) -> Path:
@@ -101,11 +208,11 @@ def compile_file(source: str | os.PathLike, output: str | os.PathLike | None = N
     if not src.is_file():
         raise NotFoundError(f"no such source file: {src}")
     clang = find_clang()
-    flags = default_cflags() + [f"-I{d}" for d in (include_dirs or [])] + list(cflags or [])
-    flags.append(f"-I{src.resolve().parent}")
+    flags = _flags(src, cflags, include_dirs)
     text = src.read_bytes()
-    key = _sha256(b"\0".join([text, " ".join(flags).encode(), clang_version(clang).encode(),
-                              str(src.resolve()).encode()]))
+    uapi = " ".join(f"{name}={path}" for name, path in sorted(uapi_dirs().items()))
+    key = _sha256(b"\0".join([text, " ".join(flags).encode(), uapi.encode(),
+                              clang_version(clang).encode(), str(src.resolve()).encode()]))
     cached = cache_dir() / f"{key[:32]}.o"
     manifest = cached.with_suffix(".json")
     if use_cache and cached.is_file() and _deps_current(manifest):
@@ -117,22 +224,8 @@ def compile_file(source: str | os.PathLike, output: str | os.PathLike | None = N
     cached.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="xdpkit-cc-") as tmp:
         obj = Path(tmp) / "out.o"
-        depfile = Path(tmp) / "out.d"
-        cmd = [clang, *flags, "-MD", "-MF", str(depfile), "-c", str(src), "-o", str(obj)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            hint = None
-            if "asm/types.h" in proc.stderr:
-                hint = "install the kernel uapi headers: apt-get install linux-libc-dev"
-            elif "bpf/bpf_helpers.h" in proc.stderr:
-                hint = "install the libbpf headers: apt-get install libbpf-dev"
-            raise CompileError(str(src), proc.stderr, hint=hint)
-        deps = {str(Path(d).resolve()): _sha256(Path(d).read_bytes())
-                for d in _read_depfile(depfile) if Path(d).is_file()}
-        # Publish atomically so concurrent compiles never see half-written objects.
-        tmp_obj = cached.with_suffix(f".{os.getpid()}.tmp")
-        shutil.copyfile(obj, tmp_obj)
-        os.replace(tmp_obj, cached)
+        deps = _run_clang(clang, flags, src, obj, Path(tmp))
+        _publish(obj, cached)
         manifest.write_text(json.dumps({"source": str(src.resolve()), "deps": deps}))
         if output is not None:
             shutil.copyfile(obj, output)
