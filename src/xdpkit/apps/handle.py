@@ -6,9 +6,11 @@ program stays attached until the app's ``unload``.
 """
 from __future__ import annotations
 
+import contextlib
 import struct
 
 from xdpkit._sys import netlink as nl
+from xdpkit.apps import transaction
 from xdpkit.errors import NotFoundError, XdpkitError
 from xdpkit.maps import Map, open_maps_by_id
 from xdpkit.xdp import detach, query
@@ -65,9 +67,12 @@ class AppHandle:
     def unload(cls, iface) -> None:
         """Detach the app from ``iface`` (only ours: a foreign program there is not touched)."""
         ifname = nl.ifname_of(nl.ifindex_of(iface))
-        if cls._attachment(ifname) is None:
+        att = cls._attachment(ifname)
+        if att is None:
             raise NotFoundError(f"no xdpkit {cls.KIND} on {ifname}")
-        detach(ifname)
+        with transaction.exclusive(att.id):  # not while another process is changing it
+            detach(ifname)
+        transaction.remove_lock(att.id)
 
     @classmethod
     def from_attachment(cls, att, open_map=None):
@@ -95,6 +100,16 @@ class AppHandle:
 
     def __exit__(self, *exc):
         self.close()
+
+    @contextlib.contextmanager
+    def transaction(self, *, on_wait=None):
+        """The block is this app instance's only writer (across processes); SIGTERM/SIGHUP in it
+        raise KeyboardInterrupt like Ctrl-C, so a change rolls back instead of stopping half-way."""
+        with transaction.exclusive(self.prog_id, on_wait=on_wait or self.on_wait), transaction.interruptible():
+            yield
+
+    #: called with a message when a change waits for another writer (the CLI prints it)
+    on_wait = None
 
     def _map(self, name: str) -> Map:
         try:

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
+        print("xdpkit: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return EXIT_OK

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 
-from xdpkit.apps.firewall.control import Firewall, load_config_file
+from xdpkit.apps.firewall.control import Firewall, load_config_file, plan
 from xdpkit.apps.firewall.rules import RuleSet, parse_rule
 from xdpkit.cli.output import emit_json, info, print_table, show_repeatedly
 
@@ -87,19 +87,17 @@ def cmd_unload(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from xdpkit.apps.firewall.compiler import compile_rules
-
     rs = load_config_file(args.config)
-    c = compile_rules(rs)
-    print(f"{args.config}: {len(rs.rules)} rules, {len(c.classes)} classes, "
-          f"{len(c.src4_24) + len(c.src4_32) + len(c.dst4_24) + len(c.dst4_32) + len(c.src6) + len(c.dst6):,} "
-          f"prefix table entries: OK")
+    p = plan(rs)  # exactly what apply checks before its first write
+    print(f"{args.config}: {len(rs.rules)} rules, {len(p.compiled.classes)} classes, "
+          f"{p.entries - len(p.compiled.classes):,} prefix table entries: OK")
     return 0
 
 
 def cmd_apply(args) -> int:
     rs = load_config_file(args.config)  # a bad line fails here: nothing is applied
     with Firewall.open(args.iface) as fw:
+        fw.on_wait = info
         res = fw.apply(rs, progress=_progress)
     if args.json:
         emit_json(res.__dict__)
@@ -113,12 +111,14 @@ def cmd_rule_add(args) -> int:
     text = " ".join(args.rule)
     parse_rule(text)  # clear error before touching the kernel
     with Firewall.open(args.iface) as fw:
+        fw.on_wait = info
         fw.add_rule(text, position=args.at)
     return 0
 
 
 def cmd_rule_del(args) -> int:
     with Firewall.open(args.iface) as fw:
+        fw.on_wait = info
         fw.delete_rule(" ".join(args.rule))
     return 0
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from xdpkit.apps.firewall import compiler as C
 from xdpkit.apps.firewall.rules import RuleSet, parse_config, parse_rule
 from xdpkit.apps.handle import AppHandle, zero_array
+from xdpkit.apps.transaction import checkpoint
 from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, NotFoundError
 from xdpkit.kernel import bind_map
@@ -33,6 +34,7 @@ VERDICTS = ("XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT")
 TEXT_MAX = 507
 _HASH4 = ("fw_src4_24", "fw_src4_32", "fw_dst4_24", "fw_dst4_32")
 _LPM6 = ("fw_src6", "fw_dst6")
+_GEN = "<7IBBBB"   # struct fw_gen; the last byte is `dirty`
 
 
 @dataclass
@@ -61,6 +63,45 @@ def _pack_text(text: str) -> bytes:
     if len(raw) > TEXT_MAX:
         raise ConfigError(f"rule is {len(raw)} bytes; at most {TEXT_MAX} (put long sets in file:)")
     return struct.pack("<I", len(raw)) + raw.ljust(508, b"\0")
+
+
+@dataclass
+class Plan:
+    """Everything an apply writes, checked before the first write (``check`` makes the same)."""
+
+    compiled: C.Compiled
+    rule_rows: list          # (index, packed struct fw_rule without its slot) per rule
+    text_rows: list          # packed struct fw_text per rule
+
+    @property
+    def entries(self) -> int:
+        return sum(len(t) for t in self.tables().values()) + len(self.compiled.classes)
+
+    def tables(self) -> dict:
+        c = self.compiled
+        return {"fw_src4_24": c.src4_24, "fw_src4_32": c.src4_32, "fw_dst4_24": c.dst4_24,
+                "fw_dst4_32": c.dst4_32, "fw_src6": c.src6, "fw_dst6": c.dst6}
+
+    def check_fits(self, capacity: dict[str, int]) -> None:
+        """ConfigError unless each prefix table fits its map (map name -> max entries)."""
+        for name, table in self.tables().items():
+            cap = capacity.get(name)
+            if cap is not None and len(table) > cap:
+                raise ConfigError(f"the rule set needs {len(table):,} entries in {name}; it holds {cap:,}",
+                                  hint="use fewer or shorter prefixes, or load the firewall with larger tables")
+
+
+def plan(ruleset: RuleSet) -> Plan:
+    """Compile and pack ``ruleset`` without touching the kernel; ConfigError names what is wrong.
+    ``firewall check`` and every apply run exactly this."""
+    compiled = C.compile_rules(ruleset)
+    texts = []
+    for i, r in enumerate(compiled.rules):
+        try:
+            texts.append(_pack_text(r.text))
+        except ConfigError as exc:
+            raise ConfigError(f"rule {i + 1}: {exc}", hint=exc.hint) from None
+    return Plan(compiled, [_pack_rule(0, r) for r in compiled.rules], texts)
 
 
 def _u32s(values=()) -> array:
@@ -97,17 +138,24 @@ class Firewall(AppHandle):
     # ---- lifecycle --------------------------------------------------------------------------
     @classmethod
     def load(cls, iface, ruleset: RuleSet | None = None, *, mode=XdpMode.AUTO, force: bool = False,
-             progress=None, src_memo: bool = True) -> "Firewall":
+             progress=None, src_memo: bool = True, prefix_entries: int | None = None) -> "Firewall":
         """Load the firewall, fill it with ``ruleset`` and attach it to ``iface`` (persistent).
 
         ``src_memo=False`` switches off the per-CPU memo of source-address lookups, so every
         packet walks the prefix tables (what the benchmark's table-cost figures measure).
+        ``prefix_entries`` sizes each IPv4 prefix table (default 4,194,304 entries).
         """
         ifname = cls._ifname_free(iface)
+        planned = plan(ruleset or RuleSet())  # a bad rule set fails before anything is loaded
+        if prefix_entries is not None and not 1 <= prefix_entries <= 1 << 26:
+            raise ConfigError(f"prefix table size {prefix_entries} is out of range 1..{1 << 26}")
         spec = ObjectSpec.from_file(builtin_object("firewall"))
         try:
             spec.select(program=PROGRAM)
             spec.rodata["cfg_src_memo"] = int(bool(src_memo))
+            if prefix_entries is not None:
+                for name in _HASH4:
+                    spec.maps[name].max_entries = prefix_entries
             obj = spec.load()
         finally:
             spec.close()
@@ -117,7 +165,8 @@ class Firewall(AppHandle):
             # program and later processes find it among the program's maps.
             bind_map(prog.fd, obj.maps["fw_text"].fd)
             fw = cls._from_object(ifname, obj, prog)
-            fw.apply(ruleset or RuleSet(), progress=progress)
+            with fw.transaction():
+                fw._apply(planned, progress)
             prog.attach(ifname, mode=mode, netlink=True, force=force)
             return fw
         except BaseException:
@@ -131,12 +180,12 @@ class Firewall(AppHandle):
 
     def _gen_info(self, gen: int) -> tuple:
         raw = self._map("fw_gen").lookup_raw(struct.pack("<I", gen))
-        return struct.unpack("<7IBBBx", raw[:32])
+        return struct.unpack(_GEN, raw[:32])
 
     def ruleset(self) -> RuleSet:
         """The rule set in force, rebuilt from the kernel."""
         gen = self.generation
-        nrules, _nw, _f, _s4, _s6, _d4, _d6, pol, mal, nonip = self._gen_info(gen)
+        nrules, _nw, _f, _s4, _s6, _d4, _d6, pol, mal, nonip, _dirty = self._gen_info(gen)
         rs = RuleSet(policy="deny" if pol else "allow", malformed="drop" if mal else "pass",
                      non_ip="drop" if nonip else "pass")
         texts = self._map("fw_text")
@@ -161,23 +210,49 @@ class Firewall(AppHandle):
     def apply(self, ruleset: RuleSet, *, progress=None) -> ApplyResult:
         """Replace the rule set atomically: fill the inactive generation, flip, clean up.
 
-        ``progress(done, total)`` is called while large tables are written. A rule kept from
-        the old set (same text) keeps its counters; new rules start from zero.
+        All or nothing: the rule set is checked completely before the first write; writes go
+        only to the generation packets do not read; a failure, Ctrl-C or SIGTERM before the
+        flip removes them again, and what a killed apply left is removed by the next one. One
+        apply at a time per firewall (other processes wait). ``progress(done, total)`` is called
+        while large tables are written. A rule kept from the old set (same text) keeps its
+        counters and rate state, also when the apply fails; new rules start from zero.
         """
+        planned = plan(ruleset)
+        with self.transaction():
+            return self._apply(planned, progress)
+
+    def _capacity(self) -> dict[str, int]:
+        return {name: self._map(name).max_entries for name in (*_HASH4, *_LPM6)}
+
+    def _apply(self, p: Plan, progress) -> ApplyResult:
         t0 = time.monotonic()
-        compiled = C.compile_rules(ruleset)
+        p.check_fits(self._capacity())
         old = self.generation
         new = 1 - old
-        slots = self._assign_slots(compiled, old)
-        work = self._fill(compiled, new, slots, progress)
+        slots, fresh, reused = self._assign_slots(p.compiled, old)
+        if self._gen_info(new)[-1]:
+            self._clear(new)  # left behind by an apply that failed or was killed
+        self._set_dirty(new)
+        try:
+            self._reset_slots(fresh)  # no rule in force counts into these
+            work = self._fill(p, new, slots, progress)
+            checkpoint()  # the last point where a signal stops this apply
+        except BaseException:
+            self._clear(new)
+            raise
+        self._reset_slots(reused)  # still counted into by the old rule set until the flip
         applies = struct.unpack("<I", self._map("fw_active").lookup_raw(b"\0" * 4)[:4])[0]
         self._map("fw_active").update_raw(b"\0" * 4, struct.pack("<I", (applies + 1) & 0xFFFFFFFF))
-        self._cleanup(old)
-        return ApplyResult(rules=len(compiled.rules), classes=len(compiled.classes), entries=work,
+        self._clear(old)
+        return ApplyResult(rules=len(p.compiled.rules), classes=len(p.compiled.classes), entries=work,
                            seconds=time.monotonic() - t0, generation=new)
 
-    def _assign_slots(self, compiled: C.Compiled, old: int) -> list[int]:
+    def _assign_slots(self, compiled: C.Compiled, old: int) -> tuple[list[int], list[int], list[int]]:
+        """Counter slots for the new rules: (slot per rule, fresh slots no rule in force uses,
+        fresh slots taken from rules in force, which only happens when the old and the new set
+        together have more than MAX_RULES rules)."""
         current = self._slots(old)
+        in_force = set(current.values())
         taken = set()
         slots: list[int | None] = []
         for r in compiled.rules:
@@ -187,19 +262,35 @@ class Firewall(AppHandle):
                 slots.append(s)
             else:
                 slots.append(None)
-        free = (s for s in range(C.MAX_RULES) if s not in taken)
-        fresh = []
+        unused = (s for s in range(C.MAX_RULES) if s not in in_force)
+        retired = (s for s in sorted(in_force) if s not in taken)
+        fresh, reused = [], []
         for i, s in enumerate(slots):
             if s is None:
-                slots[i] = next(free)
-                fresh.append(slots[i])
-        if fresh:  # a new rule starts from zero: counters and rate state
-            counters, tats = self._map("fw_counters"), self._map("fw_rl_rule")
-            for s in fresh:
-                counters.update_raw(struct.pack("<I", s), bytes(counters.value_buf_size))  # every CPU
-                tats.update_raw(struct.pack("<I", s), bytes(tats.value_buf_size))
-            self._forget_sources(set(fresh))
-        return slots  # type: ignore[return-value]
+                s = next(unused, None)
+                if s is None:
+                    s = next(retired)
+                    reused.append(s)
+                else:
+                    fresh.append(s)
+                slots[i] = s
+        return slots, fresh, reused  # type: ignore[return-value]
+
+    def _reset_slots(self, slots: list[int]) -> None:
+        """A rule starting in a slot starts from zero: counters and rate state."""
+        if not slots:
+            return
+        counters, tats = self._map("fw_counters"), self._map("fw_rl_rule")
+        for s in slots:
+            counters.update_raw(struct.pack("<I", s), bytes(counters.value_buf_size))  # every CPU
+            tats.update_raw(struct.pack("<I", s), bytes(tats.value_buf_size))
+        self._forget_sources(set(slots))
+
+    def _set_dirty(self, gen: int, dirty: bool = True) -> None:
+        """fw_gen.dirty of a generation packets do not read: it may hold prefix entries."""
+        info = list(self._gen_info(gen))
+        info[-1] = int(dirty)
+        self._map("fw_gen").update_raw(struct.pack("<I", gen), struct.pack(_GEN, *info))
 
     def _forget_sources(self, slots: set[int]) -> None:
         """A rule taking over a counter slot must not inherit its predecessor's rate state."""
@@ -224,25 +315,27 @@ class Firewall(AppHandle):
         for k in [k for k, _ in lru.raw_items() if struct.unpack("<I", k[:4])[0] in slots]:
             lru.delete_raw(k)
 
-    def _fill(self, c: C.Compiled, gen: int, slots: list[int], progress) -> int:
-        total = (len(c.src4_24) + len(c.src4_32) + len(c.dst4_24) + len(c.dst4_32)
-                 + len(c.src6) + len(c.dst6) + len(c.classes))
+    def _fill(self, p: Plan, gen: int, slots: list[int], progress) -> int:
+        c = p.compiled
+        total = p.entries
         done = [0]
 
         def step(n):
             done[0] += n
             if progress:
                 progress(done[0], total)
+            checkpoint()
 
         bm = self._map("fw_bitmap")
         bm.update_batch_raw([(struct.pack("<I", gen * C.MAX_CLASSES + i),
                               struct.pack("<16QII", *c.bitmap(i), *c.decides(i)))
                              for i in range(len(c.classes))])
         step(len(c.classes))
-        self._map("fw_rule").update_batch_raw([(struct.pack("<I", gen * C.MAX_RULES + i), _pack_rule(slots[i], r))
-                                               for i, r in enumerate(c.rules)])
-        self._map("fw_text").update_batch_raw([(struct.pack("<I", gen * C.MAX_RULES + i), _pack_text(r.text))
-                                               for i, r in enumerate(c.rules)])
+        self._map("fw_rule").update_batch_raw([(struct.pack("<I", gen * C.MAX_RULES + i),
+                                                struct.pack("<I", slots[i]) + row[4:])
+                                               for i, row in enumerate(p.rule_rows)])
+        self._map("fw_text").update_batch_raw([(struct.pack("<I", gen * C.MAX_RULES + i), row)
+                                               for i, row in enumerate(p.text_rows)])
         for name, table, size in (("fw_proto", c.proto, 256), ("fw_sport", c.sport, C.PORT_NONE + 1),
                                   ("fw_dport", c.dport, C.PORT_NONE + 1), ("fw_flags", c.flags, C.BYTE_NONE + 1),
                                   ("fw_icmp", c.icmp, C.BYTE_NONE + 1), ("fw_len", c.length, C.LEN_SIZE)):
@@ -272,12 +365,13 @@ class Firewall(AppHandle):
                 m.update_batch_raw(pairs)
                 step(len(pairs))
         self._map("fw_gen").update_raw(struct.pack("<I", gen), struct.pack(
-            "<7IBBBx", len(c.rules), c.nwords, c.fields, c.src_default4, c.src_default6, c.dst_default4,
-            c.dst_default6, c.policy_drop, c.malformed_drop, c.non_ip_drop))
+            _GEN, len(c.rules), c.nwords, c.fields, c.src_default4, c.src_default6, c.dst_default4,
+            c.dst_default6, c.policy_drop, c.malformed_drop, c.non_ip_drop, 1))
         return total
 
-    def _cleanup(self, gen: int) -> None:
-        """Delete the old generation's hash and trie entries (arrays are simply overwritten)."""
+    def _clear(self, gen: int) -> None:
+        """Delete a generation's hash and trie entries (arrays are simply overwritten), then
+        mark it clean. Only for the generation packets do not read."""
         for name in _HASH4:
             m = self._map(name)
             kbuf, _vals, n = m.lookup_batch_buffers(chunk=65536)
@@ -301,19 +395,25 @@ class Firewall(AppHandle):
             m = self._map(name)
             for k in [k for k in m.raw_keys() if k[4] == gen]:
                 m.delete_raw(k)
+        self._set_dirty(gen, False)
 
     def add_rule(self, text: str, *, position: int | None = None) -> ApplyResult:
-        rs = self.ruleset()
         rule = parse_rule(text)
-        if rule.key() in {r.key() for r in rs.rules}:
-            raise ConfigError(f"rule already present: {rule.text}")
-        pos = len(rs.rules) if position is None else position - 1
-        if not 0 <= pos <= len(rs.rules):
-            raise ConfigError(f"position {position} out of range 1..{len(rs.rules) + 1}")
-        rs.rules.insert(pos, rule)
-        return self.apply(rs)
+        with self.transaction():  # the rule set read and the one written are one change
+            rs = self.ruleset()
+            if rule.key() in {r.key() for r in rs.rules}:
+                raise ConfigError(f"rule already present: {rule.text}")
+            pos = len(rs.rules) if position is None else position - 1
+            if not 0 <= pos <= len(rs.rules):
+                raise ConfigError(f"position {position} out of range 1..{len(rs.rules) + 1}")
+            rs.rules.insert(pos, rule)
+            return self._apply(plan(rs), None)
 
     def delete_rule(self, which: str) -> ApplyResult:
+        with self.transaction():
+            return self._delete_rule(which)
+
+    def _delete_rule(self, which: str) -> ApplyResult:
         rs = self.ruleset()
         if which.isdigit():
             idx = int(which) - 1
@@ -326,7 +426,7 @@ class Firewall(AppHandle):
                 raise NotFoundError(f"no rule {which!r}", hint="see `xdpkit firewall rule list IFACE`")
             idx = matches[0]
         del rs.rules[idx]
-        return self.apply(rs)
+        return self._apply(plan(rs), None)
 
     # ---- counters --------------------------------------------------------------------------
     def reset_counters(self) -> None:

@@ -44,7 +44,9 @@ struct fw_gen {
 	__u8 policy_drop;
 	__u8 malformed_drop;
 	__u8 non_ip_drop;
-	__u8 pad;
+	__u8 dirty;           /* control plane only: this generation may hold prefix entries that
+	                       * an apply left behind (it failed or was killed); packets never
+	                       * read it, and the next apply removes them before writing */
 };
 
 struct fw_active {
