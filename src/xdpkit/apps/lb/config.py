@@ -240,10 +240,21 @@ def _prefix(text: str, version: int, what: str) -> str:
     return str(net)
 
 
+def validate_weight(weight) -> int:
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= MAX_WEIGHT:
+        raise ConfigError(f"weight {weight!r} must be an integer in 0..{MAX_WEIGHT}")
+    return weight
+
+
 def validate(cfg: LbConfig) -> LbConfig:
     """Check the relations between fields (duplicates, sizes); returns ``cfg``."""
     seen = set()
     for v in cfg.vips:
+        for b in v.backends:
+            try:
+                validate_weight(b.weight)
+            except ConfigError as exc:
+                raise ConfigError(f"VIP {v.key}: backend {b.address}: {exc}") from None
         if v.key in seen:
             raise ConfigError(f"VIP {v.key} appears twice")
         seen.add(v.key)

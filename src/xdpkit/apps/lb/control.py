@@ -26,9 +26,11 @@ from dataclasses import dataclass, replace
 
 from xdpkit._sys import netlink as nl
 from xdpkit.apps.lb import maglev, viptable
-from xdpkit.apps.lb.config import PROTOCOLS, BackendConfig, LbConfig, VipConfig, parse_dict, validate
+from xdpkit.apps.lb.config import (PROTOCOLS, BackendConfig, LbConfig, VipConfig, parse_dict, validate,
+                                   validate_weight)
 from xdpkit.apps.lb.flowhash import flow_hash, flow_key, flow_slot
 from xdpkit.apps.handle import AppHandle, zero_array
+from xdpkit.apps.transaction import checkpoint
 from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, NotFoundError
 from xdpkit.kernel import bind_map
@@ -84,6 +86,11 @@ def _vip_key(v: VipConfig) -> bytes:
 def backend_id(vip: VipConfig, address: str) -> str:
     """A backend of a VIP as the health state names it: "<vip key> <address>"."""
     return f"{vip.key} {address}"
+
+
+def _table_signature(seed: int, base: int, size: int, weights: list) -> str:
+    """What a VIP's Maglev table was built from: an unchanged signature means no rebuild."""
+    return hashlib.sha256(json.dumps([seed, base, size, weights]).encode()).hexdigest()[:32]
 
 
 def _zero(m: Map, indexes) -> None:
@@ -149,7 +156,8 @@ class LoadBalancer(AppHandle):
             i += 1
         return json.loads(bytes(raw[:n]))
 
-    def _save_state(self, state: dict) -> None:
+    def _state_chunks(self, state: dict) -> list[bytes]:
+        """lb_state's entries for ``state``; ConfigError (before any write) if it cannot hold them."""
         m = self._map("lb_state")
         blob = json.dumps(state, separators=(",", ":")).encode()
         data = len(blob).to_bytes(4, "little") + blob
@@ -157,6 +165,10 @@ class LoadBalancer(AppHandle):
         if len(chunks) > m.max_entries:
             raise ConfigError(f"the configuration is too large to keep in the kernel "
                               f"({len(blob)} bytes, at most {m.max_entries * STATE_CHUNK - 4})")
+        return chunks
+
+    def _save_state(self, chunks: list[bytes]) -> None:
+        m = self._map("lb_state")
         # Chunk 0 (with the length) is written last: a reader never sees a length beyond the data.
         m.update_batch_raw([(struct.pack("<I", i), c) for i, c in enumerate(chunks)][1:] or [])
         m.update_raw(struct.pack("<I", 0), chunks[0])
@@ -171,17 +183,26 @@ class LoadBalancer(AppHandle):
 
     # ---- applying a config ------------------------------------------------------------------
     def apply(self, cfg: LbConfig, *, down: set[str] | None = None, health_change: str = "") -> ApplyResult:
-        """Make ``cfg`` the configuration in force; flows of kept backends stay where they are."""
-        return self._apply(cfg, self._state(), down=down, health_change=health_change)
+        """Make ``cfg`` the configuration in force; flows of kept backends stay where they are.
+
+        All or nothing: everything is planned and checked before the first write; writes go to
+        what packets do not read (new backend slots, new Maglev regions, the VIP table's unused
+        half) and one write of lb_cfg switches; a failure, Ctrl-C or SIGTERM before it undoes
+        them. One change at a time per load balancer (other processes wait).
+        """
+        validate(cfg)
+        with self.transaction():
+            return self._apply(cfg, self._state(), down=down, health_change=health_change)
 
     def _apply(self, cfg: LbConfig, state: dict, *, down: set[str] | None = None,
                health_change: str = "") -> ApplyResult:
-        """apply() with the kernel-held state already read (by an edit that started from it)."""
+        """apply() with the lock held and the kernel-held state already read (by an edit that
+        started from it)."""
         t0 = time.monotonic()
         cfg = validate(cfg)
         down = set(state["down"] if down is None else down)
         ifindex = nl.ifindex_of(self.ifname)
-        cfg_fields = self._cfg_fields(cfg, ifindex)
+        cfg_fields, tx_port = self._cfg_fields(cfg, ifindex)
 
         be_map, vip_table = self._map("lb_backends"), self._map("lb_vip_table")
         max_vips = self._map("lb_vip_stats").max_entries
@@ -249,7 +270,9 @@ class LoadBalancer(AppHandle):
             slot_of[p] = s
             fresh.append((s, p, b))
 
-        # Tables: rebuilt only where their inputs changed.
+        # Tables: rebuilt only where their inputs changed. A kept VIP's new table goes to a
+        # region of its own when there is room, so it takes effect with the VIP table switch
+        # like everything else; only a full ring makes it rewrite its table in place.
         tables = {}
         signatures = state.get("tables", {})
         new_signatures = {}
@@ -257,11 +280,17 @@ class LoadBalancer(AppHandle):
             vid, base, size = placed[k]
             active = [maglev.Backend(b.address, 0 if backend_id(v, b.address) in down else b.weight)
                       for b in v.backends]
-            sig = hashlib.sha256(json.dumps([cfg.seed, base, size, sorted((x.name, x.weight) for x in active)])
-                                 .encode()).hexdigest()[:32]
-            new_signatures[v.key] = sig
-            if signatures.get(v.key) == sig and k in kept:
+            weights = sorted((x.name, x.weight) for x in active)
+            if k in kept and signatures.get(v.key) == _table_signature(cfg.seed, base, size, weights):
+                new_signatures[v.key] = signatures[v.key]
                 continue
+            if k in kept:
+                moved = _first_fit(regions, _region(size), ring_size)
+                if moved is not None:
+                    regions = sorted(regions + [(moved, moved + _region(size))])
+                    base = moved
+                    placed[k] = (vid, base, size)
+            new_signatures[v.key] = _table_signature(cfg.seed, base, size, weights)
             slots = [slot_of[(vid, _addr16(b.address))] for b in v.backends]
             if any(x.weight for x in active):
                 table = maglev.build_table(active, size=size, seed=cfg.seed)
@@ -269,36 +298,49 @@ class LoadBalancer(AppHandle):
             else:
                 tables[k] = (base, [SLOT_NONE] * size)
 
-        # ---- writes, in an order packets can live with ----
-        _zero(self._map("lb_be_stats"), (s for s, _, _ in fresh))
-        _zero(self._map("lb_vip_stats"), (placed[k][0] for k in new_keys if k not in old_vips))
-        if fresh:
-            be_map.update_batch_raw([(struct.pack("<I", s), _BACKEND.pack(addr, (gens.get(s, 0) + 1) & 0xFFFFFFFF,
-                                                                          vid, b.family))
-                                     for s, (vid, addr), b in fresh])
-        ring = self._map("lb_ring")
-        for base, entries in tables.values():
-            lines = _ring_lines(entries)
-            first, n = base // LINE_SLOTS, len(lines) // ring.value_size
-            ring.update_batch_buffers(struct.pack(f"<{n}I", *range(first, first + n)), lines, n)
-        # The VIP table's other half, in full, then lb_cfg pointing at it: one switch for all VIPs.
-        new_base = half if vip_base == 0 else 0
-        entries = [bytes(viptable.ENTRY.size)] * half
-        for k, v in new_keys.items():
-            entries[at[k]] = viptable.ENTRY.pack(k, _VIP.pack(*placed[k], VIP_NO_SPORT if v.hash == "no-sport" else 0))
-        vip_table.update_batch_buffers(struct.pack(f"<{half}I", *range(new_base, new_base + half)),
-                                       b"".join(entries), half)
-        self._map("lb_cfg").update_raw(_ZERO, _CFG.pack(*cfg_fields, new_base, half - 1, vip_seed))
-        gone = [s for p, s in old_slots.items() if p not in wanted]
-        if gone:
-            be_map.update_batch_raw([(struct.pack("<I", s), _BACKEND.pack(bytes(16), (gens[s] + 1) & 0xFFFFFFFF, 0, 0))
-                                     for s in gone])
         keys = {backend_id(v, b.address) for v in cfg.vips for b in v.backends}
         changes = {k: n for k, n in state.get("health_changes", {}).items() if k in keys}
         if health_change:
             changes[health_change] = changes.get(health_change, 0) + 1
-        self._save_state({"config": cfg.to_dict(), "down": sorted(down & keys), "tables": new_signatures,
-                          "health_changes": changes})
+        state_chunks = self._state_chunks({"config": cfg.to_dict(), "down": sorted(down & keys),
+                                           "tables": new_signatures, "health_changes": changes})
+        new_base = half if vip_base == 0 else 0
+        entries = [bytes(viptable.ENTRY.size)] * half
+        for k, v in new_keys.items():
+            entries[at[k]] = viptable.ENTRY.pack(k, _VIP.pack(*placed[k], VIP_NO_SPORT if v.hash == "no-sport" else 0))
+
+        # ---- writes: first only what packets do not read yet ----
+        try:
+            _zero(self._map("lb_be_stats"), (s for s, _, _ in fresh))
+            _zero(self._map("lb_vip_stats"), (placed[k][0] for k in new_keys if k not in old_vips))
+            if fresh:
+                be_map.update_batch_raw([(struct.pack("<I", s), _BACKEND.pack(addr, (gens.get(s, 0) + 1) & 0xFFFFFFFF,
+                                                                              vid, b.family))
+                                         for s, (vid, addr), b in fresh])
+            checkpoint()
+            ring = self._map("lb_ring")
+            for base, table in tables.values():
+                lines = _ring_lines(table)
+                first, n = base // LINE_SLOTS, len(lines) // ring.value_size
+                ring.update_batch_buffers(struct.pack(f"<{n}I", *range(first, first + n)), lines, n)
+                checkpoint()
+            vip_table.update_batch_buffers(struct.pack(f"<{half}I", *range(new_base, new_base + half)),
+                                           b"".join(entries), half)
+            checkpoint()  # the last point where a signal stops this apply
+        except BaseException:
+            if fresh:  # the new slots were never reachable: give them back
+                be_map.update_batch_raw([(struct.pack("<I", s), _BACKEND.pack(bytes(16), (gens.get(s, 0) + 1) & 0xFFFFFFFF,
+                                                                              0, 0)) for s, _, _ in fresh])
+            raise
+        # ---- the switch: lb_cfg points packets at the new VIP table half, all VIPs at once ----
+        if tx_port is not None:
+            self._map("lb_tx_port").update_raw(struct.pack("<I", 0), struct.pack("<I", tx_port))
+        self._map("lb_cfg").update_raw(_ZERO, _CFG.pack(*cfg_fields, new_base, half - 1, vip_seed))
+        self._save_state(state_chunks)
+        gone = [s for p, s in old_slots.items() if p not in wanted]
+        if gone:
+            be_map.update_batch_raw([(struct.pack("<I", s), _BACKEND.pack(bytes(16), (gens[s] + 1) & 0xFFFFFFFF, 0, 0))
+                                     for s in gone])
         return ApplyResult(vips=len(new_keys), backends=len(wanted), tables_built=len(tables),
                            seconds=time.monotonic() - t0)
 
@@ -321,24 +363,24 @@ class LoadBalancer(AppHandle):
                     out[key] = _VIP.unpack(vip)
         return out
 
-    def _cfg_fields(self, cfg: LbConfig, ifindex: int) -> tuple:
-        """lb_cfg's fields but the VIP table's (checked before anything is written)."""
+    def _cfg_fields(self, cfg: LbConfig, ifindex: int) -> tuple[tuple, int | None]:
+        """lb_cfg's fields but the VIP table's, and lb_tx_port's ifindex when redirecting
+        (checked before anything is written; written by the switch)."""
         link = nl.get_link(ifindex)
         addrs = nl.addresses(ifindex)
         families = {b.family for v in cfg.vips for b in v.backends}
         src4, host4 = _source(cfg.encap_source_v4, addrs, 4, 4 in families, self.ifname)
         src6, host6 = _source(cfg.encap_source_v6, addrs, 6, 6 in families, self.ifname)
         mtu = cfg.mtu or link.mtu or 1500
-        tx_mac, redirect = b"\0" * 6, 0
+        tx_mac, redirect, tx_port = b"\0" * 6, 0, None
         if cfg.redirect:
             out = nl.get_link(nl.ifindex_of(cfg.redirect))
-            tx_mac, redirect = bytes.fromhex(out.address.replace(":", "")), 1
-            self._map("lb_tx_port").update_raw(struct.pack("<I", 0), struct.pack("<I", out.ifindex))
+            tx_mac, redirect, tx_port = bytes.fromhex(out.address.replace(":", "")), 1, out.ifindex
         gw = bytes.fromhex(cfg.gateway_mac.replace(":", "")) if cfg.gateway_mac else b"\0" * 6
         kinds = (VIPS_PORT if any(v.port for v in cfg.vips) else 0) | \
             (VIPS_ALL_PORTS if any(not v.port for v in cfg.vips) else 0)
         return (cfg.seed, src4[:4], host4, src6, host6, mtu, gw, tx_mac, redirect,
-                int(bool(cfg.gateway_mac)), kinds, self._map("lb_flows").max_entries - 1)
+                int(bool(cfg.gateway_mac)), kinds, self._map("lb_flows").max_entries - 1), tx_port
 
     def forget_flows(self) -> None:
         """Empty the flow table: every flow is placed again by the Maglev tables in force."""
@@ -351,9 +393,11 @@ class LoadBalancer(AppHandle):
 
     # ---- editing ---------------------------------------------------------------------------
     def _edit(self, change) -> ApplyResult:
-        """Apply ``change(config in force)``, reading the kernel-held state once."""
-        state = self._state()
-        return self._apply(change(parse_dict(state["config"])), state)
+        """Apply ``change(config in force)``, reading the kernel-held state once, all in one
+        transaction (no other change can come between the read and the write)."""
+        with self.transaction():
+            state = self._state()
+            return self._apply(change(parse_dict(state["config"])), state)
 
     def add_vip(self, vip: VipConfig) -> ApplyResult:
         def change(cfg):
@@ -372,7 +416,11 @@ class LoadBalancer(AppHandle):
         return self._edit(change)
 
     def add_backend(self, key: str, address: str, weight: int = 1) -> ApplyResult:
-        b = BackendConfig(address=str(ipaddress.ip_address(address)), weight=weight)
+        try:
+            b = BackendConfig(address=str(ipaddress.ip_address(address)), weight=weight)
+        except ValueError:
+            raise ConfigError(f"backend {address!r} is not an IPv4 or IPv6 address") from None
+        validate_weight(weight)
 
         def edit(vip):
             if any(x.address == b.address for x in vip.backends):
@@ -387,8 +435,7 @@ class LoadBalancer(AppHandle):
         return self._edit_backends(key, edit)
 
     def set_weight(self, key: str, address: str, weight: int) -> ApplyResult:
-        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 65535:
-            raise ConfigError(f"weight {weight!r} must be an integer in 0..65535")
+        validate_weight(weight)
 
         def edit(vip):
             which = vip.backend(address)
@@ -401,13 +448,14 @@ class LoadBalancer(AppHandle):
 
     def set_health(self, key: str, address: str, up: bool) -> ApplyResult:
         """The health checker's verdict: a down backend is drained until it is up again."""
-        state = self._state()  # one read of the kernel-held state for config and health
-        cfg, down = parse_dict(state["config"]), set(state["down"])
-        vip = cfg.vip(key)
-        bid = backend_id(vip, vip.backend(address).address)
-        if (bid not in down) == up:
-            return ApplyResult(vips=0, backends=0, tables_built=0, seconds=0.0)
-        return self._apply(cfg, state, down=down - {bid} if up else down | {bid}, health_change=bid)
+        with self.transaction():
+            state = self._state()  # one read of the kernel-held state for config and health
+            cfg, down = parse_dict(state["config"]), set(state["down"])
+            vip = cfg.vip(key)
+            bid = backend_id(vip, vip.backend(address).address)
+            if (bid not in down) == up:
+                return ApplyResult(vips=0, backends=0, tables_built=0, seconds=0.0)
+            return self._apply(cfg, state, down=down - {bid} if up else down | {bid}, health_change=bid)
 
     # ---- reading ----------------------------------------------------------------------------
     def backend_of(self, src: str, dst: str, proto: str, sport: int, dport: int) -> str | None:
