@@ -50,8 +50,13 @@ def is_bpffs(path: str) -> bool:
     return (buf.f_type & 0xFFFFFFFF) == BPF_FS_MAGIC
 
 
+#: Who may change pins: root only. A bpffs is mounted mode 1777 by default, which would let any
+#: user create xdpkit's pin root (and then delete root's pins in it).
+MODE = 0o755
+
+
 def _mount_bpffs(target: str) -> None:
-    if _libc.mount(b"bpf", os.fsencode(target), b"bpf", 0, None) != 0:
+    if _libc.mount(b"bpf", os.fsencode(target), b"bpf", 0, f"mode={MODE:o}".encode()) != 0:
         err = ctypes.get_errno()
         hint = f"mount it yourself: `mkdir -p {target} && mount -t bpf bpf {target}`"
         if err == E.EPERM:
@@ -61,9 +66,22 @@ def _mount_bpffs(target: str) -> None:
 
 def _makedirs(path: str, hint: str) -> None:
     try:
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(path, mode=MODE, exist_ok=True)
     except OSError as exc:
         raise XdpkitError(f"cannot create {path}: {exc.strerror}", hint=hint) from None
+
+
+def _owned_by_root(path: str) -> None:
+    """Pins go only where no other user can write: a directory an ordinary user made (or a
+    bpffs mounted world-writable by an older xdpkit) is refused, or made safe when we are root."""
+    st = os.stat(path)
+    if st.st_uid == 0 and not st.st_mode & 0o022:
+        return
+    if os.geteuid() != 0:
+        raise XdpkitError(f"{path} is writable by other users (owner uid {st.st_uid}, mode {st.st_mode & 0o7777:o})",
+                          hint="as root: `chown root: {0} && chmod 755 {0}`".format(path))
+    os.chown(path, 0, 0)
+    os.chmod(path, MODE)
 
 
 def existing_pin_roots() -> set[str]:
@@ -90,6 +108,7 @@ def pin_root(*, shared: bool = False) -> str:
     if not shared and is_bpffs(SYS_BPFFS):
         root = os.path.join(SYS_BPFFS, SUBDIR)
         _makedirs(root, hint=f"run as root, or `mkdir -p {root}`")
+        _owned_by_root(root)
         return root
     _makedirs(RUN_BPFFS, hint=f"run as root, or `mkdir -p {RUN_BPFFS}`")
     if not is_bpffs(RUN_BPFFS):
@@ -97,6 +116,8 @@ def pin_root(*, shared: bool = False) -> str:
         if not is_bpffs(RUN_BPFFS):  # e.g. a read-only overlay swallowed the mount
             raise XdpkitError(f"{RUN_BPFFS} is not a bpffs after mounting one there",
                               hint=f"check `findmnt {RUN_BPFFS}`; or `mount -t bpf bpf /sys/fs/bpf`")
+    _owned_by_root(RUN_BPFFS)
     root = os.path.join(RUN_BPFFS, SUBDIR)
     _makedirs(root, hint=f"check `findmnt {RUN_BPFFS}`")
+    _owned_by_root(root)
     return root

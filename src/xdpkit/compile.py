@@ -108,11 +108,36 @@ def uapi_include_tree(root: Path) -> Path:
 
 
 def cache_dir() -> Path:
+    """Where compiled objects are cached: $XDPKIT_CACHE_DIR, else $XDG_CACHE_HOME/xdpkit/objects
+    (~/.cache/...), else, when that cannot be made (no or read-only HOME), a folder of this
+    user's own under the temp dir."""
     base = os.environ.get("XDPKIT_CACHE_DIR")
     if base:
         return Path(base)
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "xdpkit" / "objects"
+    preferred = Path(xdg) / "xdpkit" / "objects"
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        if os.access(preferred, os.W_OK):
+            return preferred
+    except OSError:
+        pass
+    return _private_temp_dir()
+
+
+def _private_temp_dir() -> Path:
+    path = Path(tempfile.gettempdir()) / f"xdpkit-{os.getuid()}" / "objects"
+    try:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(path.parent)
+        if st.st_uid != os.getuid() or not os.path.isdir(path.parent) or os.path.islink(path.parent):
+            raise NotSupportedError(f"a compile cache of this user's own ({path.parent} belongs to uid {st.st_uid})",
+                                    hint="set XDPKIT_CACHE_DIR to a folder you own")
+        path.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise NotSupportedError(f"a compile cache ({path}: {exc.strerror})",
+                                hint="set XDPKIT_CACHE_DIR to a writable folder") from None
+    return path
 
 
 def _sha256(data: bytes) -> str:
@@ -221,7 +246,11 @@ def compile_file(source: str | os.PathLike, output: str | os.PathLike | None = N
         shutil.copyfile(cached, output)
         return Path(output)
 
-    cached.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NotSupportedError(f"a compile cache ({cached.parent}: {exc.strerror})",
+                                hint="set XDPKIT_CACHE_DIR to a writable folder") from None
     with tempfile.TemporaryDirectory(prefix="xdpkit-cc-") as tmp:
         obj = Path(tmp) / "out.o"
         deps = _run_clang(clang, flags, src, obj, Path(tmp))

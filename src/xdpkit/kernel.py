@@ -6,6 +6,7 @@ from nothing but the program id, without pins.
 from __future__ import annotations
 
 import enum
+import errno as E
 import os
 from dataclasses import dataclass, field
 
@@ -204,32 +205,42 @@ def map_info(fd: int) -> MapInfo:
                    btf_value_type_id=info.btf_value_type_id)
 
 
-def _iter_ids(getter) -> list[int]:
+def _iter_ids(getter, what: str) -> list[int]:
     out = []
     cur = ffi.new("uint32_t *", 0)
     start = 0
     while True:
         ret = getter(start, cur)
         if ret < 0:
-            break  # ENOENT: no more ids
+            if -ret == E.ENOENT:
+                return out  # no more ids
+            # EPERM for an unprivileged caller: "no maps" would be a lie
+            raise KernelError(f"BPF_{what}_GET_NEXT_ID", -ret, f"listing {what.lower()}s",
+                              hint="run as root (listing BPF objects needs CAP_SYS_ADMIN)"
+                              if -ret in (E.EPERM, E.EACCES) else None)
         out.append(cur[0])
         start = cur[0]
-    return out
+
+
+def _check_id(kind: str, object_id: int) -> None:
+    if not 0 < object_id <= 0xFFFFFFFF:
+        raise NotFoundError(f"no BPF {kind} with id {object_id} (ids are 1..4294967295)")
 
 
 def program_ids() -> list[int]:
-    return _iter_ids(require().bpf_prog_get_next_id)
+    return _iter_ids(require().bpf_prog_get_next_id, "PROG")
 
 
 def map_ids() -> list[int]:
-    return _iter_ids(require().bpf_map_get_next_id)
+    return _iter_ids(require().bpf_map_get_next_id, "MAP")
 
 
 def link_ids() -> list[int]:
-    return _iter_ids(require().bpf_link_get_next_id)
+    return _iter_ids(require().bpf_link_get_next_id, "LINK")
 
 
 def program_fd_by_id(prog_id: int) -> OwnedFd:
+    _check_id("program", prog_id)
     fd = require().bpf_prog_get_fd_by_id(prog_id)
     if fd < 0:
         if -fd == 2:
@@ -239,6 +250,7 @@ def program_fd_by_id(prog_id: int) -> OwnedFd:
 
 
 def map_fd_by_id(map_id: int) -> OwnedFd:
+    _check_id("map", map_id)
     fd = require().bpf_map_get_fd_by_id(map_id)
     if fd < 0:
         if -fd == 2:

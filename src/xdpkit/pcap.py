@@ -17,6 +17,8 @@ def read_frames(path: str | os.PathLike) -> Iterator[bytes]:
         fh = open(path, "rb")
     except FileNotFoundError:
         raise NotFoundError(f"no such capture file: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     with fh:
         magic = fh.read(4)
         fh.seek(0)

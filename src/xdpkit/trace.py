@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
-from xdpkit.errors import XdpkitError
+from xdpkit.errors import NotFoundError, XdpkitError
 
 TRACEFS = "/sys/kernel/tracing"
 DEBUGFS_TRACING = "/sys/kernel/debug/tracing"
@@ -293,6 +293,17 @@ class ProgramFilter:
             self.name = info.name
         else:
             self.name = text
+            from xdpkit.kernel import program_ids, program_info_by_id
+
+            loaded = set()
+            for pid in program_ids():
+                try:
+                    loaded.add(program_info_by_id(pid).name)
+                except XdpkitError:
+                    continue  # unloaded meanwhile
+            if not any(self._name_ok(name) or name == text[:15] for name in loaded):
+                raise NotFoundError(f"no loaded BPF program is named {text!r}",
+                                    hint="see the names with `xdpkit status`, or give a program id")
 
     def _name_ok(self, name: str) -> bool:
         return name == self.name or (len(self.name) >= 15 and name[:15] == self.name[:15])

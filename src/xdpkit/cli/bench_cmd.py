@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 
-from xdpkit import bench, pcap
-from xdpkit.cli.commands import _parse_hex_packet, parse_consts
+from xdpkit import bench
+from xdpkit.cli.commands import frames_from_args, parse_consts
 from xdpkit.cli.output import emit_json, info, print_table
+from xdpkit.cli.args import positive_float, positive_int, repeat_count
 
 
 def register(sub) -> None:
@@ -22,8 +23,8 @@ def register(sub) -> None:
     src = q.add_mutually_exclusive_group(required=True)
     src.add_argument("--packet", metavar="HEX")
     src.add_argument("--pcap", metavar="FILE")
-    q.add_argument("--repeat", type=int, default=1_000_000, help="runs per packet (default 1e6)")
-    q.add_argument("--rounds", type=int, default=5, help="alternated rounds; the median is kept")
+    q.add_argument("--repeat", type=repeat_count, default=1_000_000, help="runs per packet (default 1e6)")
+    q.add_argument("--rounds", type=positive_int, default=5, help="alternated rounds; the median is kept")
     q.add_argument("-o", "--output", metavar="FILE.json", help="also write the JSON here")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_prog)
@@ -33,9 +34,9 @@ def register(sub) -> None:
     q.add_argument("--section", "--sec")
     q.add_argument("--receivers", default=",".join(bench.DEFAULT_RECEIVERS),
                    help=f"comma-separated, from: {', '.join(bench.RECEIVERS)} (first is the reference)")
-    q.add_argument("--duration", type=float, default=5.0, help="seconds per receiver (>= 3)")
-    q.add_argument("--threads", type=int, default=1)
-    q.add_argument("--size", type=int, default=64)
+    q.add_argument("--duration", type=positive_float, default=5.0, help="seconds per receiver (>= 3)")
+    q.add_argument("--threads", type=positive_int, default=1)
+    q.add_argument("--size", type=positive_int, default=64)
     q.add_argument("-o", "--output", metavar="FILE.json")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_live)
@@ -49,7 +50,7 @@ def _finish(result: dict, args) -> None:
 
 
 def cmd_prog(args) -> int:
-    frames = [_parse_hex_packet(args.packet)] if args.packet else list(pcap.read_frames(args.pcap))
+    frames = frames_from_args(args)
     log = None if args.json else info
     result = bench.bench_prog(args.object, frames, section=args.section, program=args.program,
                               consts=parse_consts(args.const), repeat=args.repeat, rounds=args.rounds, log=log)

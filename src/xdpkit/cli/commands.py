@@ -9,6 +9,7 @@ from xdpkit.compile import compile_file
 from xdpkit.errors import ConfigError
 from xdpkit.object import ObjectSpec
 from xdpkit.program import Verdict
+from xdpkit.cli.args import positive_float, repeat_count
 
 MODES = ["native", "generic", "offload", "auto"]
 
@@ -41,7 +42,7 @@ def register(sub) -> None:
     p.add_argument("iface", nargs="?")
     p.add_argument("--stats", action="store_true",
                    help="run count and run time per program (kernel BPF stats, enabled while measuring)")
-    p.add_argument("--interval", type=float, default=1.0, help="measuring time for --stats (default 1 s)")
+    p.add_argument("--interval", type=positive_float, default=1.0, help="measuring time for --stats (default 1 s)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
@@ -51,7 +52,7 @@ def register(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--packet", metavar="HEX", help="one frame as hex")
     src.add_argument("--pcap", metavar="FILE", help="run every frame of a capture")
-    p.add_argument("--repeat", type=int, default=1, help="runs per frame (mean time reported)")
+    p.add_argument("--repeat", type=repeat_count, default=1, help="runs per frame (mean time reported)")
     p.add_argument("--ingress-iface", metavar="IFACE", help="set ctx ingress_ifindex from an interface")
     p.add_argument("-w", "--write", metavar="OUT.pcap", help="write the output frames")
     p.add_argument("--json", action="store_true")
@@ -165,18 +166,29 @@ def _status_stats(args, atts) -> int:
 def _parse_hex_packet(text: str) -> bytes:
     cleaned = "".join(text.split()).replace(":", "").removeprefix("0x")
     try:
-        return bytes.fromhex(cleaned)
+        frame = bytes.fromhex(cleaned)
     except ValueError:
         raise ConfigError(f"--packet must be hex bytes, got {text[:40]!r}") from None
+    if not frame:
+        raise ConfigError("--packet is empty; give a frame as hex bytes (at least an Ethernet header)")
+    return frame
+
+
+def frames_from_args(args) -> list[bytes]:
+    """The frames of --packet HEX or --pcap FILE (run and bench prog share these options)."""
+    if args.packet is not None:
+        return [_parse_hex_packet(args.packet)]
+    frames = list(pcap.read_frames(args.pcap))
+    if not frames:
+        raise ConfigError(f"{args.pcap} holds no frames")
+    return frames
 
 
 def cmd_run(args) -> int:
     from xdpkit._sys.netlink import ifindex_of
 
     ingress = ifindex_of(args.ingress_iface) if args.ingress_iface else None
-    frames = [_parse_hex_packet(args.packet)] if args.packet else list(pcap.read_frames(args.pcap))
-    if not frames:
-        raise ConfigError(f"{args.pcap} holds no frames")
+    frames = frames_from_args(args)
     spec = _open_spec(args)
     with spec.load() as obj:
         prog = next(iter(obj.programs.values()))
@@ -190,7 +202,7 @@ def cmd_run(args) -> int:
         kept = [r.data for r in results if r.verdict not in (Verdict.XDP_DROP, Verdict.XDP_ABORTED)]
         n = pcap.write_frames(args.write, kept)
         info(f"wrote {n} output frames to {args.write}")
-    if args.packet:
+    if args.packet is not None:
         r = results[0]
         if args.json:
             emit_json(r.to_dict())

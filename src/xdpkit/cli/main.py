@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as exc:
+        # a file the user named (an output path, a capture, a config) that cannot be used
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("xdpkit: interrupted", file=sys.stderr)
         return 130

@@ -6,6 +6,7 @@ import sys
 import time
 
 from xdpkit.cli.output import emit_json, info, print_table
+from xdpkit.cli.args import positive_float, positive_int
 
 MODES = ["native", "generic", "auto"]
 
@@ -13,10 +14,10 @@ MODES = ["native", "generic", "auto"]
 def register(sub) -> None:
     p = sub.add_parser("stats", help="live packets/s and bits/s per EtherType, IP protocol and verdict")
     p.add_argument("iface")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between samples (default 1)")
+    p.add_argument("--interval", type=positive_float, default=1.0, help="seconds between samples (default 1)")
     p.add_argument("--once", action="store_true", help="print one sample and exit")
-    p.add_argument("--count", type=int, help="stop after this many samples")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--count", type=positive_int, help="stop after this many samples")
+    p.add_argument("--duration", type=positive_float, help="stop after this many seconds")
     p.add_argument("--mode", choices=MODES, default="auto",
                    help="mode for the statistics program when xdpkit attaches it")
     p.add_argument("--json", action="store_true", help="one JSON object per sample")
@@ -24,20 +25,22 @@ def register(sub) -> None:
 
     p = sub.add_parser("monitor", help="system-wide XDP events (exceptions, redirect errors, "
                                        "devmap/cpumap transmit) from tracepoints")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between reports (default 1)")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--count", type=int, help="stop once this many events were seen")
+    p.add_argument("--interval", type=positive_float, default=1.0, help="seconds between reports (default 1)")
+    p.add_argument("--duration", type=positive_float, help="stop after this many seconds")
+    p.add_argument("--count", type=positive_int, help="stop once this many events were seen")
     p.add_argument("--events", help="comma-separated tracepoints (default: all that exist)")
     p.add_argument("--json", action="store_true", help="JSON lines: a probe line, then event lines")
     p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("exporter", help="Prometheus endpoint for the xdpkit programs in this namespace")
-    p.add_argument("--listen", default="127.0.0.1:9435", metavar="HOST:PORT")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--listen", default="127.0.0.1:9435", metavar="HOST:PORT",
+                   help="where to serve /metrics (default 127.0.0.1:9435); PORT or :PORT alone "
+                        "listens on every address of this namespace")
+    p.add_argument("--duration", type=positive_float, help="stop after this many seconds")
     p.add_argument("--once", action="store_true", help="print one scrape to stdout and exit")
     p.add_argument("--bpf-stats", action="store_true",
                    help="enable kernel BPF run-time stats while running (costs ~2 clock reads per run)")
-    p.add_argument("--max-series", type=int, default=1000,
+    p.add_argument("--max-series", type=positive_int, default=1000,
                    help="keys per app counter map before the rest are summed as _other")
     p.add_argument("--json", action="store_true", help="print where it listens as JSON")
     p.set_defaults(func=cmd_exporter)

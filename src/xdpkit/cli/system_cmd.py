@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from xdpkit.cli.output import emit_json, print_table
+from xdpkit.cli.args import positive_float, positive_int
 
 
 def register(sub) -> None:
@@ -16,8 +17,8 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("trace", help="stream bpf_printk output")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--count", type=int, help="stop after this many lines")
+    p.add_argument("--duration", type=positive_float, help="stop after this many seconds")
+    p.add_argument("--count", type=positive_int, help="stop after this many lines")
     p.add_argument("--match", help="only lines containing this text")
     p.add_argument("--program", metavar="NAME|ID",
                    help="only what this program printed (by its kernel stack; does not consume trace_pipe)")

@@ -6,6 +6,7 @@ from xdpkit import trafficgen as tg
 from xdpkit._sys import netlink as nl
 from xdpkit.cli.output import emit_json, info
 from xdpkit.errors import ConfigError
+from xdpkit.cli.args import positive_float, positive_int
 
 
 def register(sub) -> None:
@@ -13,18 +14,18 @@ def register(sub) -> None:
     p.add_argument("iface")
     p.add_argument("--proto", choices=tg.PROTOS, default="udp", help="udp, tcp (SYN) or icmp (echo)")
     p.add_argument("-6", "--ipv6", action="store_true")
-    p.add_argument("--size", type=int, default=64, help="frame size in bytes, 64..1500 (default 64)")
+    p.add_argument("--size", type=positive_int, default=64, help="frame size in bytes, 64..1500 (default 64)")
     p.add_argument("--src-mac", help="default: the interface's MAC")
     p.add_argument("--dst-mac", help="default: the veth peer's MAC")
     p.add_argument("--src-ip", help="default: 198.18.1.2 / 2001:db8:1::2 (the lab's src)")
     p.add_argument("--dst-ip", help="default: 198.18.2.2 / 2001:db8:2::2 (the lab's dst)")
-    p.add_argument("--src-ips", type=int, default=1, metavar="N", help="vary the source over N addresses")
+    p.add_argument("--src-ips", type=positive_int, default=1, metavar="N", help="vary the source over N addresses")
     p.add_argument("--sport", default="9", metavar="P[-Q]", help="source port or range")
     p.add_argument("--dport", default="9", metavar="P[-Q]", help="destination port or range")
     p.add_argument("--pcap", metavar="FILE", help="replay the frames of a capture in turn")
-    p.add_argument("--count", type=int, help="frames to send")
-    p.add_argument("--duration", type=float, help="seconds to send")
-    p.add_argument("--threads", type=int, default=1, help="sender threads, one per CPU")
+    p.add_argument("--count", type=positive_int, help="frames to send")
+    p.add_argument("--duration", type=positive_float, help="seconds to send")
+    p.add_argument("--threads", type=positive_int, default=1, help="sender threads, one per CPU")
     p.add_argument("--prepare", action="store_true",
                    help="enable GRO on a veth peer that could not otherwise receive the frames")
     p.add_argument("--json", action="store_true")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from xdpkit.apps.firewall.control import Firewall, load_config_file, plan
 from xdpkit.apps.firewall.rules import RuleSet, parse_rule
 from xdpkit.cli.output import emit_json, info, print_table, show_repeatedly
+from xdpkit.cli.args import positive_int
 
 MODES = ["native", "generic", "auto"]
 
@@ -42,7 +43,7 @@ def register(sub) -> None:
     r = rsub.add_parser("add", help="add one rule (at the end, or --at N)")
     r.add_argument("iface")
     r.add_argument("rule", nargs="+")
-    r.add_argument("--at", type=int, metavar="N", help="position (1 = first)")
+    r.add_argument("--at", type=positive_int, metavar="N", help="position (1 = first)")
     r.set_defaults(func=cmd_rule_add)
     r = rsub.add_parser("del", help="delete a rule by number or text")
     r.add_argument("iface")
@@ -57,7 +58,7 @@ def register(sub) -> None:
     q.add_argument("iface")
     q.add_argument("--json", action="store_true")
     q.add_argument("--watch", action="store_true", help="refresh every second (Ctrl-C stops)")
-    q.add_argument("--count", type=int, help="with --watch: stop after this many refreshes")
+    q.add_argument("--count", type=positive_int, help="with --watch: stop after this many refreshes")
     q.set_defaults(func=cmd_stats)
 
 

@@ -26,6 +26,7 @@ from xdpkit.errors import ConfigError, NotFoundError
 from xdpkit.kernel import bind_map
 from xdpkit.maps.percpu import summed_counters
 from xdpkit.object import ObjectSpec
+from xdpkit.textfile import read_text
 from xdpkit.xdp import XdpMode
 
 PROGRAM = "xdpkit_firewall"
@@ -466,8 +467,4 @@ class Firewall(AppHandle):
 
 
 def load_config_file(path: str) -> RuleSet:
-    try:
-        text = open(path).read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    return parse_config(text, source=os.path.basename(path))
+    return parse_config(read_text(path), source=os.path.basename(path))

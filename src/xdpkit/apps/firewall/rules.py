@@ -27,9 +27,9 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from xdpkit.errors import ConfigError
+from xdpkit.textfile import read_text
 
 ACTIONS = ("allow", "deny", "ratelimit")
 PROTO_NAMES = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
@@ -129,11 +129,7 @@ def parse_prefix(text: str) -> Prefix:
 
 def read_set_file(path: str) -> list[Prefix]:
     """One CIDR per line, # comments (firehol .netset files load as they are)."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read address set {path}: {exc.strerror}") from None
+    text = original = read_text(path, "address set")
     if "#" in text:
         text = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
     out: list[Prefix] = []
@@ -154,7 +150,7 @@ def read_set_file(path: str) -> list[Prefix]:
                 append(parse_prefix(word))
     except (OSError, ValueError, IndexError, ConfigError):
         bad = word  # noqa: F821 - the loop variable at the failure
-        lineno = next((i for i, line in enumerate(p.read_text().splitlines(), 1) if bad in line), "?")
+        lineno = next((i for i, line in enumerate(original.splitlines(), 1) if bad in line), "?")
         try:
             parse_prefix(bad)
             reason = f"not a CIDR: {bad!r}"

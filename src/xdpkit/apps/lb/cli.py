@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 
-from xdpkit.apps.lb.config import BackendConfig, VipConfig, load_config_file, parse_backend, parse_vip_key
+from xdpkit.apps.lb.config import (MAX_WEIGHT, BackendConfig, VipConfig, load_config_file, parse_backend,
+                                   parse_vip_key)
 from xdpkit.apps.lb.control import Limits, LoadBalancer, check_config, decap_load, decap_stats, decap_unload
 from xdpkit.cli.output import emit_json, info, print_table, show_repeatedly
 from xdpkit.errors import ConfigError
+from xdpkit.cli.args import int_range, positive_float, positive_int
 
 MODES = ["native", "generic", "auto"]
 
@@ -14,6 +16,10 @@ def _iface(p, *more):
     p.add_argument("iface", help="interface the load balancer runs on")
     for name, help_ in more:
         p.add_argument(name, help=help_)
+
+
+weight = int_range(0, MAX_WEIGHT)
+weight.__name__ = "weight"
 
 
 def register(sub) -> None:
@@ -27,10 +33,10 @@ def register(sub) -> None:
     q.add_argument("--mode", choices=MODES, default="auto")
     q.add_argument("--force", action="store_true", help="replace a program xdpkit did not attach")
     lim = Limits()
-    q.add_argument("--max-vips", type=int, default=lim.vips)
-    q.add_argument("--max-backends", type=int, default=lim.backends, help="backend slots over all VIPs")
-    q.add_argument("--ring", type=int, default=lim.ring, help="Maglev table slots over all VIPs")
-    q.add_argument("--flows", type=int, default=lim.flows, help="connection-tracking entries (4-way sets, least recently used out)")
+    q.add_argument("--max-vips", type=positive_int, default=lim.vips)
+    q.add_argument("--max-backends", type=positive_int, default=lim.backends, help="backend slots over all VIPs")
+    q.add_argument("--ring", type=positive_int, default=lim.ring, help="Maglev table slots over all VIPs")
+    q.add_argument("--flows", type=positive_int, default=lim.flows, help="connection-tracking entries (4-way sets, least recently used out)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_load)
 
@@ -54,7 +60,7 @@ def register(sub) -> None:
     r = vsub.add_parser("add", help="add a VIP, e.g. tcp/198.18.200.1:80")
     _iface(r, ("vip", "PROTO/ADDRESS[:PORT]"))
     r.add_argument("--hash", choices=["5-tuple", "no-sport"], default="5-tuple")
-    r.add_argument("--table-size", type=int, default=65537, help="prime")
+    r.add_argument("--table-size", type=positive_int, default=65537, help="prime")
     r.add_argument("--backend", action="append", default=[], metavar="ADDRESS[=WEIGHT]")
     r.set_defaults(func=cmd_vip_add)
     r = vsub.add_parser("del", help="delete a VIP (its flows go with it)")
@@ -70,14 +76,14 @@ def register(sub) -> None:
     bsub.required = True
     r = bsub.add_parser("add", help="add a backend to a VIP")
     _iface(r, ("vip", "PROTO/ADDRESS[:PORT]"), ("address", "backend address"))
-    r.add_argument("--weight", type=int, default=1)
+    r.add_argument("--weight", type=weight, default=1)
     r.set_defaults(func=cmd_backend_add)
     r = bsub.add_parser("del", help="remove a backend: its flows move to others")
     _iface(r, ("vip", "PROTO/ADDRESS[:PORT]"), ("address", "backend address"))
     r.set_defaults(func=cmd_backend_del)
     r = bsub.add_parser("set-weight", help="change a backend's weight (0 = drain)")
     _iface(r, ("vip", "PROTO/ADDRESS[:PORT]"), ("address", "backend address"))
-    r.add_argument("weight", type=int)
+    r.add_argument("weight", type=weight)
     r.set_defaults(func=cmd_backend_weight)
     r = bsub.add_parser("drain", help="no new flows for a backend; its open flows stay")
     _iface(r, ("vip", "PROTO/ADDRESS[:PORT]"), ("address", "backend address"))
@@ -87,7 +93,7 @@ def register(sub) -> None:
     _iface(q)
     q.add_argument("--json", action="store_true")
     q.add_argument("--watch", action="store_true", help="refresh every second (Ctrl-C stops)")
-    q.add_argument("--count", type=int, help="with --watch: stop after this many refreshes")
+    q.add_argument("--count", type=positive_int, help="with --watch: stop after this many refreshes")
     q.set_defaults(func=cmd_stats)
 
     q = lsub.add_parser("lookup", help="which backend a flow goes to")
@@ -98,13 +104,13 @@ def register(sub) -> None:
     q = lsub.add_parser("health", help="probe backends; drain the failing ones, restore the recovered")
     _iface(q)
     q.add_argument("--once", action="store_true", help="probe once, apply, print, exit")
-    q.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    q.add_argument("--duration", type=positive_float, help="stop after this many seconds (default: until Ctrl-C)")
     q.add_argument("--json", action="store_true", help="one JSON line per state change")
     q.set_defaults(func=cmd_health)
 
     q = lsub.add_parser("demo", help="the load balancer on its own lab: spread by weight, drain, counters")
     q.add_argument("--name", default="xlbdemo", help="lab name to use")
-    q.add_argument("--connections", type=int, default=200, help="connections to open (10..10000)")
+    q.add_argument("--connections", type=positive_int, default=200, help="connections to open (10..10000)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_demo)
 
@@ -214,6 +220,8 @@ def cmd_vip_list(args) -> int:
 
 
 def cmd_backend_add(args) -> int:
+    parse_vip_key(args.vip)  # clear errors before touching the kernel
+    parse_backend({"address": args.address, "weight": args.weight}, "backend")
     with _open(args.iface) as lb:
         return _report(lb.add_backend(args.vip, args.address, args.weight), args)
 
@@ -253,8 +261,9 @@ def cmd_stats(args) -> int:
 def cmd_lookup(args) -> int:
     proto, vip, dport = parse_vip_key(args.vip)
     host, sep, sport = args.client.rpartition(":")
-    if not sep or not sport.isdigit():
-        raise ConfigError(f"client {args.client!r} is not ADDRESS:PORT", hint="e.g. 198.18.10.2:40000")
+    if not sep or not sport.isdigit() or not 0 <= int(sport) <= 65535:
+        raise ConfigError(f"client {args.client!r} is not ADDRESS:PORT (port 0..65535)",
+                          hint="e.g. 198.18.10.2:40000")
     with _open(args.iface) as lb:
         backend = lb.backend_of(host.strip("[]"), vip, proto, int(sport), dport)
     if args.json:

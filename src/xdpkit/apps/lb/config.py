@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, replace
 
 from xdpkit.apps.lb.maglev import DEFAULT_SIZE, is_prime, next_prime
 from xdpkit.errors import ConfigError
+from xdpkit.textfile import read_text
 
 PROTOCOLS = {"tcp": 6, "udp": 17}
 HASHES = ("5-tuple", "no-sport")
@@ -147,8 +148,10 @@ def parse_vip_key(key: str) -> tuple[str, str, int]:
     if not m:
         raise ConfigError(f"VIP {key!r} is not PROTO/ADDRESS[:PORT]",
                           hint="e.g. tcp/198.18.200.1:80 or udp/[2001:db8::53]:53")
-    port = m.group(3)
-    return m.group(1), normalise_address(m.group(2), "VIP address"), 0 if port in (None, "*") else int(port)
+    port = 0 if m.group(3) in (None, "*") else int(m.group(3))
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"VIP {key!r}: port {port} is out of range 1..65535 (or * for every port)")
+    return m.group(1), normalise_address(m.group(2), "VIP address"), port
 
 
 def _int(value, what: str, lo: int, hi: int) -> int:
@@ -309,12 +312,7 @@ def parse_config(text: str, *, source: str = "config") -> LbConfig:
 
 
 def load_config_file(path: str) -> LbConfig:
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    return parse_config(text, source=path)
+    return parse_config(read_text(path), source=path)
 
 
 __all__ = ["BackendConfig", "HealthCheck", "LbConfig", "VipConfig", "load_config_file",

@@ -1,0 +1,132 @@
+"""Every command, given bad values and garbage files, ends with one clear line and a non-zero
+exit: never a traceback. Table-driven: add a row for every new command and option."""
+import os
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+
+PASS = "examples/xdp_pass.bpf.c"
+FRAME = "ff" * 14
+LONG = "a" * 300
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "binary.conf").write_bytes(b"\x00\x01\xff\xfe")
+    (d / "latin1.conf").write_bytes(b"# caf\xe9\npolicy allow\n")
+    (d / "latin1.toml").write_bytes(b"# caf\xe9\nseed = 1\n")
+    (d / "binary.toml").write_bytes(b"\x00\x01\xff\xfe")
+    (d / "garbage.pcap").write_bytes(b"not a capture at all")
+    (d / "set.netset").write_bytes(b"198.18.0.0/24\n\xff\xfe\n")
+    (d / "uses_set.conf").write_text(f"deny src file:{d / 'set.netset'}\n")
+    (d / "adir").mkdir()
+    return d
+
+
+CASES = [
+    # (argv with {d} for the files folder, the words the one-line error must contain)
+    (["compile", PASS, "-o", "/nonexistent/dir/x.o"], "No such file or directory"),
+    (["compile", PASS, "-o", "{d}/adir"], "Is a directory"),
+    (["compile", f"/tmp/{LONG}.c"], "File name too long"),
+    (["run", PASS, "--packet", ""], "--packet is empty"),
+    (["run", PASS, "--packet", "zz"], "must be hex"),
+    (["run", PASS, "--packet", FRAME, "--repeat", "99999999999"], "out of range"),
+    (["run", PASS, "--packet", FRAME, "--repeat", "0"], "out of range"),
+    (["run", PASS, "--pcap", "{d}/adir"], "Is a directory"),
+    (["run", PASS, "--pcap", "{d}/garbage.pcap"], "not a pcap"),
+    (["run", PASS, "--packet", FRAME, "-w", "/nonexistent/x.pcap"], "No such file or directory"),
+    (["maps", "dump", "99999999999999999999"], "no BPF map with id"),
+    (["maps", "dump", "0"], "no BPF map with id"),
+    (["bench", "prog", PASS, "--packet", FRAME, "--rounds", "0"], "below 1"),
+    (["bench", "prog", PASS, "--packet", FRAME, "--repeat", "-5"], "out of range"),
+    (["bench", "prog", PASS, "--packet", FRAME, "--repeat", "1000", "--rounds", "1", "-o", "/nonexistent/x.json"],
+     "No such file or directory"),
+    (["firewall", "check", "{d}/binary.conf"], "not a text file"),
+    (["firewall", "check", "{d}/latin1.conf"], "line 1 is not UTF-8"),
+    (["firewall", "check", "{d}/uses_set.conf"], "line 2 is not UTF-8"),
+    (["firewall", "check", "{d}/adir"], "cannot read config"),
+    (["lb", "check", "{d}/binary.toml"], "not a text file"),
+    (["lb", "check", "{d}/latin1.toml"], "line 1 is not UTF-8"),
+    (["lb", "vip", "add", "lo", "tcp/198.18.200.1:70000", "--backend", "198.18.21.2"], "out of range"),
+    (["lb", "lookup", "lo", "tcp/198.18.200.1:80", "198.18.10.2:99999"], "port 0..65535"),
+    (["lb", "backend", "add", "lo", "tcp/198.18.200.1:80", "300.1.1.1"], "not an IPv4 or IPv6 address"),
+    (["lb", "backend", "add", "lo", "tcp/198.18.200.1:80", "198.18.30.1", "--weight", "70000"], "out of range"),
+    (["lb", "backend", "set-weight", "lo", "tcp/198.18.200.1:80", "198.18.30.1", "-1"], "out of range 0..65535"),
+    (["stats", "lo", "--interval", "-1"], "greater than 0"),
+    (["stats", "lo", "--count", "0"], "below 1"),
+    (["status", "--stats", "--interval", "-1"], "greater than 0"),
+    (["monitor", "--interval", "-1"], "greater than 0"),
+    (["monitor", "--duration", "nan"], "greater than 0"),
+    (["exporter", "--max-series", "-1"], "below 1"),
+    (["trace", "--program", "nosuch_program_xyz", "--duration", "0.1"], "no loaded BPF program"),
+    (["trafficgen", "lo", "--duration", "0"], "greater than 0"),
+    (["firewall", "stats", "lo", "--count", "-3"], "below 1"),
+    (["lb", "load", "lo", "--max-vips", "0"], "below 1"),
+]
+
+
+@pytest.mark.parametrize("argv,words", CASES, ids=[" ".join(c[0])[:60] for c in CASES])
+def test_bad_input_gets_one_clear_line(netns, files, argv, words):
+    argv = [a.replace("{d}", str(files)) for a in argv]
+    r = netns.run([sys.executable, "-m", "xdpkit", *argv], timeout=60)
+    assert r.returncode in (1, 2), (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and words in errors[0], r.stderr
+
+
+def test_compile_without_a_writable_home_uses_a_private_cache(tmp_path):
+    env = {**os.environ, "HOME": "/proc/xdpkit-no-home", "XDG_CACHE_HOME": "/proc/xdpkit-no-cache"}
+    env.pop("XDPKIT_CACHE_DIR", None)
+    import subprocess
+    private = f"/tmp/xdpkit-{os.getuid()}"
+    existed = os.path.exists(private)
+    try:
+        r = subprocess.run([sys.executable, "-m", "xdpkit", "compile", PASS, "--json"], capture_output=True,
+                           text=True, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert f"{private}/objects/" in r.stdout
+    finally:
+        if not existed:
+            __import__("shutil").rmtree(private, ignore_errors=True)
+
+
+def as_nobody(argv):
+    """xdpkit as an unprivileged user with no home: Debian's python3 over this checkout's
+    sources and the virtualenv's packages (the virtualenv's interpreter may be unreadable)."""
+    import subprocess
+    import xdpkit
+
+    src = os.path.dirname(os.path.dirname(xdpkit.__file__))
+    site = [p for p in sys.path if p.endswith("site-packages")]
+
+    def drop():
+        os.setgid(65534)
+        os.setgroups([])
+        os.setuid(65534)
+    return subprocess.run(["/usr/bin/python3", "-m", "xdpkit", *argv], capture_output=True, text=True,
+                          timeout=120, cwd="/", preexec_fn=drop,
+                          env={"PATH": os.environ["PATH"], "HOME": "/nonexistent",
+                               "PYTHONPATH": ":".join([src, *site])})
+
+
+def test_unprivileged_maps_list_says_why_not_no_maps():
+    r = as_nobody(["maps", "list"])
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "Operation not permitted" in r.stderr and "run as root" in r.stderr and "no maps" not in r.stdout
+
+
+def test_unprivileged_compile_without_a_home_works():
+    import xdpkit
+    example = os.path.join(os.path.dirname(xdpkit.__file__), "examples", "xdp_pass.bpf.c")
+    existed = os.path.exists("/tmp/xdpkit-65534")
+    try:
+        r = as_nobody(["compile", example, "--json"])
+        assert r.returncode == 0, r.stderr
+        assert "/tmp/xdpkit-65534/objects/" in r.stdout
+    finally:
+        if not existed:
+            __import__("shutil").rmtree("/tmp/xdpkit-65534", ignore_errors=True)
