@@ -4,6 +4,12 @@
  * A cursor walks the packet; each parse_* returns the next protocol number, or a negative
  * XDPKIT_PARSE_* code when the packet is truncated or malformed, so callers can count and
  * give malformed packets a defined verdict instead of tripping the verifier or aborting.
+ *
+ * TRUNCATED: the frame ends before what the headers say (a header cut off, or an IP total /
+ * payload length reaching past the end of the frame). MALFORMED: the headers contradict
+ * themselves (wrong version, IHL < 5, total length < header length, too many extension headers).
+ * Frames longer than the IP length (Ethernet padding) are valid; the cursor's end stays at the
+ * end of the frame.
  */
 #ifndef XDPKIT_PARSING_H
 #define XDPKIT_PARSING_H
@@ -75,12 +81,13 @@ static __always_inline int xdpkit_parse_eth(struct xdpkit_cursor *c, struct ethh
 }
 
 /* IPv4 including options. Returns the L4 protocol. *frag_offset receives the fragment
- * offset (non-zero for non-first fragments, which carry no L4 header). */
+ * offset (non-zero for non-first fragments, which carry no L4 header). The total length
+ * must cover the header and fit in the frame (trailing padding is allowed). */
 static __always_inline int xdpkit_parse_ipv4(struct xdpkit_cursor *c, struct iphdr **iph,
 					     __u16 *frag_offset)
 {
 	struct iphdr *ip = c->pos;
-	int hlen;
+	int hlen, tot_len;
 
 	if ((void *)(ip + 1) > c->end)
 		return XDPKIT_PARSE_TRUNCATED;
@@ -90,6 +97,11 @@ static __always_inline int xdpkit_parse_ipv4(struct xdpkit_cursor *c, struct iph
 	if (hlen < (int)sizeof(*ip))
 		return XDPKIT_PARSE_MALFORMED;
 	if (c->pos + hlen > c->end)
+		return XDPKIT_PARSE_TRUNCATED;
+	tot_len = bpf_ntohs(ip->tot_len); /* 0..65535 */
+	if (tot_len < hlen)
+		return XDPKIT_PARSE_MALFORMED;
+	if ((void *)ip + tot_len > c->end)
 		return XDPKIT_PARSE_TRUNCATED;
 	c->pos += hlen;
 	*iph = ip;
@@ -106,7 +118,10 @@ struct xdpkit_ipv6_frag {
 };
 
 /* IPv6 and its extension headers (hop-by-hop, routing, fragment, destination options).
- * Returns the upper-layer protocol. */
+ * Returns the upper-layer protocol. A non-first fragment (offset != 0) carries no headers
+ * after its fragment header: parsing stops there and returns the fragment header's next
+ * header, whatever it is. The payload length must fit in the frame (0, a jumbogram, is not
+ * checked). */
 static __always_inline int xdpkit_parse_ipv6(struct xdpkit_cursor *c, struct ipv6hdr **ip6h,
 					     __u16 *frag_offset)
 {
@@ -117,6 +132,8 @@ static __always_inline int xdpkit_parse_ipv6(struct xdpkit_cursor *c, struct ipv
 		return XDPKIT_PARSE_TRUNCATED;
 	if (ip6->version != 6)
 		return XDPKIT_PARSE_MALFORMED;
+	if ((void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len) > c->end)
+		return XDPKIT_PARSE_TRUNCATED;
 	c->pos = ip6 + 1;
 	*ip6h = ip6;
 	next = ip6->nexthdr;
@@ -140,13 +157,17 @@ static __always_inline int xdpkit_parse_ipv6(struct xdpkit_cursor *c, struct ipv
 		}
 		case IPPROTO_FRAGMENT: {
 			struct xdpkit_ipv6_frag *f = c->pos;
+			__u16 off;
 
 			if ((void *)(f + 1) > c->end)
 				return XDPKIT_PARSE_TRUNCATED;
 			next = f->nexthdr;
+			off = bpf_ntohs(f->frag_off) >> 3;
 			if (frag_offset)
-				*frag_offset = bpf_ntohs(f->frag_off) >> 3;
+				*frag_offset = off;
 			c->pos = f + 1;
+			if (off)
+				return next; /* non-first fragment: what follows is payload */
 			break;
 		}
 		default:
