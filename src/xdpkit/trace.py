@@ -194,6 +194,7 @@ def stream(*, duration: float | None = None, count: int | None = None,
             raw.close()
         return
     want = ProgramFilter(program)
+    want.require_loaded()
     with _PrintkInstance() as inst:
         raw = _read_pipe(inst.pipe, deadline)
         try:
@@ -293,20 +294,25 @@ class ProgramFilter:
             self.name = info.name
         else:
             self.name = text
-            from xdpkit.kernel import program_ids, program_info_by_id
 
-            loaded = set()
-            for pid in program_ids():
-                try:
-                    loaded.add(program_info_by_id(pid).name)
-                except XdpkitError:
-                    continue  # unloaded meanwhile
-            if not any(self._name_ok(name) or name == text[:15] for name in loaded):
-                raise NotFoundError(f"no loaded BPF program is named {text!r}",
-                                    hint="see the names with `xdpkit status`, or give a program id")
+    def require_loaded(self) -> None:
+        """NotFoundError unless a loaded program has this name (a typo would stream nothing)."""
+        if self.tag is not None:
+            return  # found by id already
+        from xdpkit.kernel import program_ids, program_info_by_id
+
+        for pid in program_ids():
+            try:
+                if self._name_ok(program_info_by_id(pid).name):
+                    return
+            except NotFoundError:
+                continue  # unloaded meanwhile
+        raise NotFoundError(f"no loaded BPF program is named {self.name!r}",
+                            hint="see the names with `xdpkit status`, or give a program id")
 
     def _name_ok(self, name: str) -> bool:
-        return name == self.name or (len(self.name) >= 15 and name[:15] == self.name[:15])
+        return name == self.name or (len(self.name) >= 15 and name[:15] == self.name[:15]) \
+            or (len(name) == 15 and self.name[:15] == name)
 
     def matches(self, line: TraceLine) -> bool:
         for tag, name in getattr(line, "_progs", []):

@@ -174,3 +174,23 @@ def test_a_signal_in_the_middle_leaves_the_old_config(netns, tmp_path, sig):
     finally:
         LoadBalancer.unload("la")
         lb.close()
+
+
+def test_a_write_refused_part_way_gives_back_what_it_wrote(lb_a, monkeypatch):
+    """The kernel refuses the VIP table write, after the new backend slots and the Maglev region
+    were written: the slots are given back and the old config stays in force."""
+    from xdpkit.errors import KernelError
+
+    vip_table = lb_a._map("lb_vip_table")
+
+    def refuse(*args, **kwargs):
+        raise KernelError("BPF_MAP_UPDATE_BATCH", 12, "map 'lb_vip_table' batch update")  # ENOMEM
+
+    monkeypatch.setattr(vip_table, "update_batch_buffers", refuse)
+    with pytest.raises(KernelError, match="ENOMEM"):
+        lb_a.apply(parse_config(B.replace('backends = ["198.18.22.2"]', 'backends = ["198.18.22.2", "198.18.23.2"]')))
+    monkeypatch.undo()
+    assert used_backend_slots(lb_a) == 1
+    assert_in_force(lb_a, "198.18.21.2")
+    lb_a.apply(parse_config(B))
+    assert_in_force(lb_a, "198.18.22.2")
