@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from xdpkit import bench, trafficgen as tg
+from xdpkit.lab import bench, trafficgen as tg
 from xdpkit._sys import netns as xns
 from xdpkit.apps.firewall.control import Firewall
 from xdpkit.apps.firewall.rules import parse_config

@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 
-from xdpkit import bench, trafficgen as tg
+from xdpkit.lab import bench, trafficgen as tg
 from xdpkit._sys import netns as xns
 from xdpkit.apps.lb import maglev
 from xdpkit.apps.lb.config import parse_config
@@ -29,7 +29,7 @@ from xdpkit.apps.lb.control import LoadBalancer, Limits
 from xdpkit.builtin import builtin_object
 from xdpkit.lab import add_veth, lo_up
 from xdpkit.object import Object
-from xdpkit.stats import bpf_stats_enabled
+from xdpkit.observe.stats import bpf_stats_enabled
 
 VIP = "198.18.2.2"  # the live pair's r0 address: the generator's frames go there
 CONFIG = f"""

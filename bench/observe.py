@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Observability benchmarks: what the statistics program costs per packet.
 
-`stats_cost()` runs the built-in statistics program (tools/stats.bpf.c: parse + three per-CPU
+`stats_cost()` runs the built-in statistics program (observe/stats.bpf.c: parse + three per-CPU
 counter updates, then XDP_PASS) and a bare XDP_PASS through BPF_PROG_TEST_RUN, alternating
 them over several rounds on the same frames, and reports the median ns/packet of each and
 their ratio. The target is a ratio of at most 1.5. Needs root.
@@ -16,7 +16,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
-from xdpkit.bench import measure_cost
+from xdpkit.lab.bench import measure_cost
 from xdpkit.builtin import builtin_object
 from xdpkit.object import Object
 

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from xdpkit import bench, trafficgen as tg
+from xdpkit.lab import bench, trafficgen as tg
 from xdpkit._sys import netns as xns
 from xdpkit.bpffs import pin_root
 from xdpkit.builtin import builtin_object

@@ -19,11 +19,11 @@ from xdpkit.errors import NotFoundError, NotSupportedError
 
 PACKAGE_DIR = Path(__file__).parent
 SOURCES = {
-    "trafficgen": PACKAGE_DIR / "tools" / "trafficgen.bpf.c",
-    "receivers": PACKAGE_DIR / "tools" / "receivers.bpf.c",
+    "trafficgen": PACKAGE_DIR / "lab" / "trafficgen.bpf.c",
+    "receivers": PACKAGE_DIR / "lab" / "receivers.bpf.c",
     "firewall": PACKAGE_DIR / "apps" / "firewall" / "firewall.bpf.c",
-    "stats": PACKAGE_DIR / "tools" / "stats.bpf.c",
-    "monitor": PACKAGE_DIR / "tools" / "monitor.bpf.c",
+    "stats": PACKAGE_DIR / "observe" / "stats.bpf.c",
+    "monitor": PACKAGE_DIR / "observe" / "monitor.bpf.c",
     "lb": PACKAGE_DIR / "apps" / "lb" / "lb.bpf.c",
     "lb_decap": PACKAGE_DIR / "apps" / "lb" / "decap.bpf.c",
 }

@@ -517,7 +517,7 @@ def tracepoint_exists(category: str, name: str) -> bool:
     Looks in tracefs's events directory, mounting tracefs if needed; raises XdpkitError when
     tracefs cannot be mounted (the answer would be unknown, not "no").
     """
-    from xdpkit.trace import ensure_tracefs
+    from xdpkit.tracefs import ensure_tracefs
 
     if "/" in category or "/" in name or category in ("", ".", "..") or name in ("", ".", ".."):
         return False

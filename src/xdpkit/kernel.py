@@ -301,3 +301,49 @@ def bind_map(prog_fd: int, map_fd: int) -> None:
     ret = require().bpf_prog_bind_map(prog_fd, map_fd, ffi.NULL)
     if ret < 0:
         raise KernelError("BPF_PROG_BIND_MAP", -ret)
+
+
+# ---- tracing and statistics switches (the observe layer's needs) ------------------------------
+
+BPF_STATS_RUN_TIME = 0
+
+
+def raw_tracepoint_open(prog_fd: int) -> OwnedFd:
+    """Attach a tp_btf/raw tracepoint program at the tracepoint its BTF names; closing the fd
+    detaches it."""
+    fd = require().bpf_raw_tracepoint_open(ffi.NULL, prog_fd)
+    if fd < 0:
+        raise KernelError("BPF_RAW_TRACEPOINT_OPEN", -fd, "attaching a tracepoint program")
+    return OwnedFd(fd)
+
+
+def enable_run_time_stats() -> OwnedFd:
+    """Kernel BPF run-time statistics (run_cnt, run_time_ns) on while the fd stays open."""
+    fd = require().bpf_enable_stats(BPF_STATS_RUN_TIME)
+    if fd < 0:
+        raise KernelError("BPF_ENABLE_STATS", -fd, "enabling kernel BPF statistics",
+                          hint="needs root (CAP_SYS_ADMIN); or: sysctl -w kernel.bpf_stats_enabled=1")
+    return OwnedFd(fd)
+
+
+def vmlinux_has_tracepoint(event: str) -> bool:
+    """Whether the running kernel's BTF declares tracepoint ``event`` (its btf_trace_ typedef)."""
+    lib = require()
+    btf = lib.btf__load_vmlinux_btf()
+    if btf == ffi.NULL:
+        return False
+    try:
+        return lib.btf__find_by_name_kind(btf, f"btf_trace_{event}".encode(), 8) > 0  # BTF_KIND_TYPEDEF
+    finally:
+        lib.btf__free(btf)
+
+
+def bpf_usable() -> str | None:
+    """Why the bpf() syscall cannot be used here (libbpf missing, not permitted), or None."""
+    try:
+        program_ids()
+    except KernelError as exc:
+        return f"the bpf() syscall is not usable here: {os.strerror(exc.errno)}"
+    except Exception as exc:  # libbpf missing or unloadable
+        return f"libbpf unavailable: {exc}"
+    return None

@@ -11,7 +11,7 @@ import pytest
 from xdpkit._sys import netns as xns
 from xdpkit.apps.lb.config import parse_config
 from xdpkit.apps.lb.control import LoadBalancer, decap_load, decap_stats, decap_unload
-from xdpkit.apps.lb.lab import VIP4, VIP6, LbLab
+from xdpkit.lab.lb_topology import VIP4, VIP6, LbLab
 from xdpkit.testing.plugin import _claim
 
 pytestmark = pytest.mark.kernel

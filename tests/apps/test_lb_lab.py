@@ -5,8 +5,8 @@ import pytest
 
 from xdpkit._sys import netns
 from xdpkit._sys.ethtool import get_gro
-from xdpkit.apps.lb import lab as lbmod
-from xdpkit.apps.lb.lab import VIP4, VIP6, LbLab
+from xdpkit.lab import lb_topology as lbmod
+from xdpkit.lab.lb_topology import VIP4, VIP6, LbLab
 from xdpkit.errors import ConfigError, LabError
 from xdpkit.testing.plugin import _claim
 

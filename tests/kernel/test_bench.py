@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import xdpkit
-from xdpkit import bench
-from xdpkit import trafficgen as tg
+from xdpkit.lab import bench
+from xdpkit.lab import trafficgen as tg
 
 pytestmark = pytest.mark.kernel
 

@@ -155,7 +155,7 @@ def test_ethertype_counter_counts_each_kind(lab):
 
 def test_demo_runs_and_leaves_nothing(capsys):
     from xdpkit import bpffs
-    from xdpkit.demo import run_demo
+    from xdpkit.lab.demo import run_demo
 
     pin_roots = bpffs.existing_pin_roots()
     result = run_demo(lab_name="tdemo", log=print)

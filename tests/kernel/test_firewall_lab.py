@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from xdpkit import trafficgen as tg
+from xdpkit.lab import trafficgen as tg
 from xdpkit._sys import netns as xns
 from xdpkit.apps.firewall.control import Firewall
 from xdpkit.apps.firewall.rules import parse_config

@@ -17,8 +17,8 @@ import xdpkit
 from xdpkit import lab
 from xdpkit._sys import netns as xns
 from xdpkit.cli import commands
-from xdpkit.exporter import Exporter
-from xdpkit.stats import bpf_stats_sysctl
+from xdpkit.observe.exporter import Exporter
+from xdpkit.observe.stats import bpf_stats_sysctl
 
 pytestmark = pytest.mark.kernel
 

@@ -14,7 +14,7 @@ from xdpkit import lab
 from xdpkit._sys import netns as xns
 from xdpkit.cli import observe_cmd
 from xdpkit.features import tracepoint_exists
-from xdpkit.monitor import EVENTS, Monitor
+from xdpkit.observe.monitor import EVENTS, Monitor
 
 pytestmark = pytest.mark.kernel
 

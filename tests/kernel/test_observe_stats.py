@@ -1,4 +1,4 @@
-"""Traffic statistics (<xdpkit/stats.h>, xdpkit.stats, `xdpkit stats`): exact counters for
+"""Traffic statistics (<xdpkit/stats.h>, xdpkit.observe.stats, `xdpkit stats`): exact counters for
 known frames, reading an app in place without detaching it, refusing to replace others."""
 import argparse
 import json
@@ -15,7 +15,7 @@ from xdpkit._sys import netns as xns
 from xdpkit.builtin import builtin_object
 from xdpkit.cli import observe_cmd
 from xdpkit.errors import AttachError
-from xdpkit.stats import StatsReader, StatsSession
+from xdpkit.observe.stats import StatsReader, StatsSession
 
 pytestmark = pytest.mark.kernel
 

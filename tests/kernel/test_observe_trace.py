@@ -8,7 +8,7 @@ import time
 import pytest
 
 import xdpkit
-from xdpkit import trace
+from xdpkit.observe import trace
 from xdpkit.cli import system_cmd
 
 pytestmark = pytest.mark.kernel

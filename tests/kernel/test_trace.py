@@ -5,7 +5,7 @@ import time
 import pytest
 
 import xdpkit
-from xdpkit import trace
+from xdpkit.observe import trace
 
 pytestmark = pytest.mark.kernel
 

@@ -11,8 +11,9 @@ from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 
 import xdpkit
+import xdpkit.interfaces
 from xdpkit import pcap
-from xdpkit import trafficgen as tg
+from xdpkit.lab import trafficgen as tg
 from xdpkit._sys import netns as xns
 from xdpkit.builtin import builtin_object
 
@@ -94,7 +95,7 @@ def _checksums_ok(pkt) -> bool:
 def test_multi_flow_varies_fields_with_valid_checksums(pair, proto, ipv6):
     gen, rcv = pair
     with xns.inside(rcv.name):
-        xdpkit.lab.set_gro("r0", True)  # frames reach the stack (and our packet socket)
+        xdpkit.interfaces.set_gro("r0", True)  # frames reach the stack (and our packet socket)
     cap = _capture(rcv.name, "r0")
     try:
         with xns.inside(gen.name):
@@ -121,7 +122,7 @@ def test_multi_flow_varies_fields_with_valid_checksums(pair, proto, ipv6):
 def test_pcap_replay_sends_the_files_frames_in_turn(pair, tmp_path):
     gen, rcv = pair
     with xns.inside(rcv.name):
-        xdpkit.lab.set_gro("r0", True)
+        xdpkit.interfaces.set_gro("r0", True)
     files = [tg.build_template(proto=p, size=80 + 10 * i).frame for i, p in enumerate(tg.PROTOS)]
     pcap.write_frames(tmp_path / "in.pcap", files)
     cap = _capture(rcv.name, "r0")

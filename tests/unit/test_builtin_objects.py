@@ -21,7 +21,7 @@ def package(tmp_path, monkeypatch):
     monkeypatch.setattr(builtin, "PACKAGE_DIR", pkg)
     monkeypatch.setattr(compile_mod, "INCLUDE_DIR", pkg / "bpf" / "include")
     monkeypatch.setattr(compile_mod, "SHIM_DIR", pkg / "bpf" / "shim")
-    monkeypatch.setattr(builtin, "SOURCES", {"stats": pkg / "tools" / "stats.bpf.c"})
+    monkeypatch.setattr(builtin, "SOURCES", {"stats": pkg / "observe" / "stats.bpf.c"})
     monkeypatch.setenv("XDPKIT_CACHE_DIR", str(tmp_path / "cache"))
     return pkg
 
@@ -34,7 +34,7 @@ def test_built_object_is_current_until_an_input_changes(package):
     src = builtin.SOURCES["stats"]
     assert not builtin.prebuilt_current(src)
     obj = builtin.build(src)
-    assert obj == package / "tools" / "stats.bpf.o" and builtin.prebuilt_current(src)
+    assert obj == package / "observe" / "stats.bpf.o" and builtin.prebuilt_current(src)
     future = time.time() + 3600
     for header in package.rglob("*.h"):
         os.utime(header, (future, future))   # as pip leaves them: newer than the object
@@ -64,6 +64,6 @@ def test_without_clang_and_without_an_object_the_error_says_so(package, monkeypa
 def test_a_manifest_from_other_flags_is_stale(package):
     src = builtin.SOURCES["stats"]
     builtin.build(src)
-    manifest = package / "tools" / "stats.bpf.json"
+    manifest = package / "observe" / "stats.bpf.json"
     manifest.write_text(manifest.read_text().replace("-O2", "-O1"))
     assert not builtin.prebuilt_current(src)

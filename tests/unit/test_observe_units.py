@@ -6,7 +6,7 @@ import struct
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from xdpkit import exporter, monitor, stats, trace
+from xdpkit.observe import exporter, monitor, stats, trace
 from xdpkit.cli import commands, observe_cmd, system_cmd
 from xdpkit.errors import ConfigError
 

@@ -1,5 +1,5 @@
 """The trace_pipe line parser: ftrace text format, with and without optional columns."""
-from xdpkit.trace import TraceLine, parse_line
+from xdpkit.observe.trace import TraceLine, parse_line
 
 
 def test_bpf_printk_line():

@@ -1,4 +1,5 @@
-"""Netlink through pyroute2: interface lookup and the IFLA_XDP attribute (attach/query).
+"""Netlink through pyroute2: interface lookup, the IFLA_XDP attribute (attach/query), and the
+links, addresses and routes a lab builds.
 
 Only this module talks rtnetlink. Operations act on the calling thread's network namespace,
 so xdpkit works inside `ip netns exec NS` and in tests that setns().
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import errno as E
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -19,6 +20,8 @@ XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 XDP_FLAGS_HW_MODE = 1 << 3
 XDP_FLAGS_REPLACE = 1 << 4
+
+IFA_F_NODAD = 0x02   # an IPv6 address used at once, without duplicate address detection
 
 # IFLA_XDP_ATTACHED values
 XDP_ATTACHED_NONE, XDP_ATTACHED_DRV, XDP_ATTACHED_SKB, XDP_ATTACHED_HW, XDP_ATTACHED_MULTI = range(5)
@@ -54,11 +57,15 @@ class NetlinkCallError(KernelError):
 
 
 def ifindex_of(iface) -> int:
-    if isinstance(iface, int):
+    """An interface's index from its name, or an index given as int or digits (a name made of
+    digits wins over an index)."""
+    if isinstance(iface, int) and not isinstance(iface, bool):
         return iface
     try:
         return socket.if_nametoindex(iface)
     except OSError:
+        if isinstance(iface, str) and iface.isdigit():
+            return int(iface)
         raise NotFoundError(f"no such interface: {iface!r} in this network namespace",
                             hint="list interfaces with `ip link`; inside a namespace use `ip netns exec NS ...`") from None
 
@@ -172,3 +179,81 @@ def addresses(ifindex: int) -> list[str]:
         msgs = ipr.get_addr(index=ifindex)
     out = [(m["family"], m.get_attr("IFA_ADDRESS")) for m in msgs if m["scope"] == 0]
     return [a for _, a in sorted(out, key=lambda fa: fa[0] != socket.AF_INET) if a]
+
+
+# ---- building links, addresses and routes (the lab's, and the test plugin's) ------------------
+
+def create_veth(a: str, b: str, *, peer_ns_fd: int | None = None, queues: int = 1,
+                mac_a: str | None = None, mac_b: str | None = None) -> int:
+    """Make veth pair a/b in this namespace, b moved to ``peer_ns_fd`` in the same request (never
+    a half-made pair). Returns a's ifindex; both ends are down."""
+    peer: dict = {"ifname": b}
+    qargs = {"num_tx_queues": queues, "num_rx_queues": queues} if queues > 1 else {}
+    peer.update(qargs)
+    if mac_b:
+        peer["address"] = mac_b
+    if peer_ns_fd is not None:
+        peer["net_ns_fd"] = peer_ns_fd
+    with IPRoute() as ipr:
+        try:
+            ipr.link("add", ifname=a, kind="veth", peer=peer, **qargs, **({"address": mac_a} if mac_a else {}))
+        except NetlinkError as exc:
+            err = KernelError("RTM_NEWLINK", exc.code or E.EIO, f"creating veth {a}/{b}")
+            err.hint = "an interface with that name may already exist (`ip link`)"
+            raise err from None
+        return ipr.link_lookup(ifname=a)[0]
+
+
+def set_up(ifname: str) -> int:
+    """Bring ``ifname`` up; its ifindex."""
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)
+        if not idx:
+            raise NotFoundError(f"no such interface: {ifname!r} in this network namespace")
+        ipr.link("set", index=idx[0], state="up")
+        return idx[0]
+
+
+def add_address(ifname: str, cidr: str, *, nodad: bool = False) -> None:
+    """Add ``cidr`` (198.18.1.1/24, 2001:db8::1/64) to ``ifname``; ``nodad`` skips IPv6 DAD."""
+    address, _, plen = cidr.partition("/")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with IPRoute() as ipr:
+        ipr.addr("add", index=ifindex_of(ifname), address=address, prefixlen=int(plen), family=family,
+                 **({"flags": IFA_F_NODAD} if nodad else {}))
+
+
+def add_route(dst: str, gateway: str) -> None:
+    with IPRoute() as ipr:
+        ipr.route("add", dst=dst, gateway=gateway)
+
+
+def has_route(dst: str, gateway: str) -> bool:
+    net, _, plen = dst.partition("/")
+    family = socket.AF_INET6 if ":" in net else socket.AF_INET
+    with IPRoute() as ipr:
+        return any(r.get_attr("RTA_DST") == net and r["dst_len"] == int(plen) and r.get_attr("RTA_GATEWAY") == gateway
+                   for r in ipr.get_routes(family=family))
+
+
+@dataclass
+class LinkState:
+    """A link as the lab reads it back: identity, MAC, operational state, addresses (with lengths)."""
+
+    ifindex: int
+    ifname: str
+    mac: str
+    state: str
+    addresses: list = field(default_factory=list)
+
+
+def link_states() -> list[LinkState]:
+    """Every link of this namespace with its addresses."""
+    with IPRoute() as ipr:
+        links = [LinkState(ln["index"], ln.get_attr("IFLA_IFNAME"), ln.get_attr("IFLA_ADDRESS"),
+                           ln.get_attr("IFLA_OPERSTATE")) for ln in ipr.get_links()]
+        by_index = {ln.ifindex: ln for ln in links}
+        for a in ipr.get_addr():
+            if a["index"] in by_index:
+                by_index[a["index"]].addresses.append(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+    return links

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import struct
 
-from xdpkit._sys import netlink as nl
+from xdpkit import interfaces as nl
 from xdpkit.apps import transaction
 from xdpkit.errors import NotFoundError, XdpkitError
 from xdpkit.maps import Map, open_maps_by_id

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 
-from xdpkit import bench
+from xdpkit.lab import bench
 from xdpkit.cli.commands import frames_from_args, parse_consts
-from xdpkit.cli.output import emit_json, info, print_table
-from xdpkit.cli.args import positive_float, positive_int, repeat_count
+from xdpkit.ui.output import emit_json, info, print_table
+from xdpkit.ui.args import positive_float, positive_int, repeat_count
 
 
 def register(sub) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 from collections import Counter
 
 from xdpkit import pcap, xdp
-from xdpkit.cli.output import emit_json, info, print_table
+from xdpkit.ui.output import emit_json, info, print_table
 from xdpkit.compile import compile_file
 from xdpkit.errors import ConfigError
 from xdpkit.object import ObjectSpec
 from xdpkit.program import Verdict
-from xdpkit.cli.args import positive_float, repeat_count
+from xdpkit.ui.args import positive_float, repeat_count
 
 MODES = ["native", "generic", "offload", "auto"]
 
@@ -141,7 +141,7 @@ def cmd_status(args) -> int:
 
 
 def _status_stats(args, atts) -> int:
-    from xdpkit.stats import run_stats
+    from xdpkit.observe.stats import run_stats
 
     stats = run_stats(sorted({a.id for a in atts}), interval=args.interval) if atts else {}
     if args.json:
@@ -185,7 +185,7 @@ def frames_from_args(args) -> list[bytes]:
 
 
 def cmd_run(args) -> int:
-    from xdpkit._sys.netlink import ifindex_of
+    from xdpkit.interfaces import ifindex_of
 
     ingress = ifindex_of(args.ingress_iface) if args.ingress_iface else None
     frames = frames_from_args(args)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from xdpkit import maps as xmaps
-from xdpkit.cli.output import emit_json, print_table
+from xdpkit.ui.output import emit_json, print_table
 from xdpkit.errors import ConfigError, NotFoundError
 
 FLAGS = {"any": xmaps.BPF_ANY, "noexist": xmaps.BPF_NOEXIST, "exist": xmaps.BPF_EXIST}

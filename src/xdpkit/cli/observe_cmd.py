@@ -5,8 +5,8 @@ import json
 import sys
 import time
 
-from xdpkit.cli.output import emit_json, info, print_table
-from xdpkit.cli.args import positive_float, positive_int
+from xdpkit.ui.output import emit_json, info, print_table
+from xdpkit.ui.args import positive_float, positive_int
 
 MODES = ["native", "generic", "auto"]
 
@@ -74,7 +74,7 @@ def _print_sample(s: dict, clear: bool) -> None:
 
 
 def cmd_stats(args) -> int:
-    from xdpkit.stats import StatsSession
+    from xdpkit.observe.stats import StatsSession
 
     count = 1 if args.once else args.count
     clear = sys.stdout.isatty() and not args.json and not args.once
@@ -107,7 +107,7 @@ def _event_row(ts: float, r) -> list:
 
 
 def cmd_monitor(args) -> int:
-    from xdpkit.monitor import Monitor
+    from xdpkit.observe.monitor import Monitor
 
     events = [e.strip() for e in args.events.split(",") if e.strip()] if args.events else None
     with Monitor(events) as mon:
@@ -125,7 +125,7 @@ def cmd_monitor(args) -> int:
                     print(json.dumps(dict(r.to_dict(), type="event", time=round(ts, 3))), flush=True)
                 continue
             if rows:
-                from xdpkit.cli.output import table
+                from xdpkit.ui.output import table
 
                 text = table([_event_row(ts, r) for r in rows],
                              ["TIME", "EVENT", "IFACE", "PROGRAM", "ACTION", "DETAIL", "EVENTS", "PACKETS",
@@ -142,7 +142,7 @@ def cmd_monitor(args) -> int:
 def cmd_exporter(args) -> int:
     from xdpkit.apps.firewall import metrics as firewall_metrics
     from xdpkit.apps.lb import metrics as lb_metrics
-    from xdpkit.exporter import Exporter, register_app_collector
+    from xdpkit.observe.exporter import Exporter, register_app_collector
 
     register_app_collector(firewall_metrics.collect)
     register_app_collector(lb_metrics.collect)

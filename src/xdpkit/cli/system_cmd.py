@@ -1,10 +1,10 @@
 """`xdpkit doctor`, `trace`, `lab` and `demo`."""
 from __future__ import annotations
 
-import sys
 
-from xdpkit.cli.output import emit_json, print_table
-from xdpkit.cli.args import positive_float, positive_int
+
+from xdpkit.ui.output import emit_json, print_table
+from xdpkit.ui.args import positive_float, positive_int
 
 
 def register(sub) -> None:
@@ -58,7 +58,7 @@ def cmd_doctor(args) -> int:
 def cmd_trace(args) -> int:
     import json
 
-    from xdpkit.trace import stream
+    from xdpkit.observe.trace import stream
 
     for line in stream(duration=args.duration, count=args.count, match=args.match, program=args.program):
         if args.json:
@@ -107,7 +107,7 @@ def _print_lab(status: dict) -> None:
 
 
 def cmd_demo(args) -> int:
-    from xdpkit.demo import run_demo
+    from xdpkit.lab.demo import run_demo
 
     result = run_demo(lab_name=args.name, log=None if args.json else (lambda m: print(m, flush=True)))
     if args.json:

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from xdpkit import pcap
-from xdpkit import trafficgen as tg
-from xdpkit._sys import netlink as nl
-from xdpkit.cli.output import emit_json, info
+from xdpkit.lab import trafficgen as tg
+from xdpkit import interfaces as nl
+from xdpkit.ui.output import emit_json, info
 from xdpkit.errors import ConfigError
-from xdpkit.cli.args import positive_float, positive_int
+from xdpkit.ui.args import positive_float, positive_int
 
 
 def register(sub) -> None:

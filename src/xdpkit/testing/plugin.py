@@ -24,7 +24,7 @@ import pytest
 
 from xdpkit import bpffs
 from xdpkit import lab as _lab
-from xdpkit._sys import netns as _netns
+from xdpkit import netns as _netns
 
 NETNS_PREFIX = "xdpkt-"
 PIN_DIRS = ("/sys/fs/bpf", "/run/xdpkit/bpffs")
@@ -39,15 +39,9 @@ def kernel_unavailable() -> str | None:
     """Why kernel tests cannot run here, or None if they can."""
     if os.geteuid() != 0:
         return "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF)"
-    try:
-        from xdpkit._sys.libbpf import ffi, require
-        lib = require()
-    except Exception as exc:  # libbpf missing or unloadable
-        return f"libbpf unavailable: {exc}"
-    ret = lib.bpf_prog_get_next_id(0, ffi.new("uint32_t *"))
-    if ret < 0 and -ret != 2:  # ENOENT only means "no programs loaded"
-        return f"the bpf() syscall is not usable here: {os.strerror(-ret)}"
-    return None
+    from xdpkit.kernel import bpf_usable
+
+    return bpf_usable()
 
 
 def _require_kernel() -> None:

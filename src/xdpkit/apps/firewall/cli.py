@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from xdpkit.apps.firewall.control import Firewall, load_config_file, plan
 from xdpkit.apps.firewall.rules import RuleSet, parse_rule
-from xdpkit.cli.output import emit_json, info, print_table, show_repeatedly
-from xdpkit.cli.args import positive_int
+from xdpkit.ui.output import emit_json, info, print_table, show_repeatedly
+from xdpkit.ui.args import positive_int
 
 MODES = ["native", "generic", "auto"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from xdpkit.apps.lb.config import (MAX_WEIGHT, BackendConfig, VipConfig, load_config_file, parse_backend,
                                    parse_vip_key)
 from xdpkit.apps.lb.control import Limits, LoadBalancer, check_config, decap_load, decap_stats, decap_unload
-from xdpkit.cli.output import emit_json, info, print_table, show_repeatedly
+from xdpkit.ui.output import emit_json, info, print_table, show_repeatedly
 from xdpkit.errors import ConfigError
-from xdpkit.cli.args import int_range, positive_float, positive_int
+from xdpkit.ui.args import int_range, positive_float, positive_int
 
 MODES = ["native", "generic", "auto"]
 

@@ -24,7 +24,7 @@ import struct
 import time
 from dataclasses import dataclass, replace
 
-from xdpkit._sys import netlink as nl
+from xdpkit import interfaces as nl
 from xdpkit.apps.lb import maglev, viptable
 from xdpkit.apps.lb.config import (PROTOCOLS, BackendConfig, LbConfig, VipConfig, parse_dict, validate,
                                    validate_weight)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from xdpkit._sys import netns
+from xdpkit import netns
 from xdpkit.apps.lb.config import parse_config
 from xdpkit.apps.lb.control import LoadBalancer, decap_load
-from xdpkit.apps.lb.lab import VIP4, LbLab
+from xdpkit.lab.lb_topology import VIP4, LbLab
 from xdpkit.errors import ConfigError, XdpkitError
 
 WEIGHTS = (1, 1, 2)

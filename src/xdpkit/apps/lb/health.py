@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from xdpkit._sys import netns as _netns
+from xdpkit import netns as _netns
 from xdpkit.apps.lb.config import HealthCheck
 from xdpkit.errors import ConfigError, NotFoundError
 

@@ -13,13 +13,13 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from xdpkit._sys import netns as xns
-from xdpkit._sys.ethtool import StatsReader
+from xdpkit import netns as xns
+from xdpkit.interfaces import StatsReader
 from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, XdpkitError
 from xdpkit.lab import add_veth, disable_ipv6, lo_up
 from xdpkit.object import ObjectSpec
-from xdpkit import trafficgen as tg
+from xdpkit.lab import trafficgen as tg
 
 REFERENCE = "bare XDP_DROP"
 
@@ -117,7 +117,7 @@ class LivePair:
                 add_veth("g0", "r0", peer_ns=self.rx, queues=queues, gro=True)
             self.run_rx(["ip", "addr", "add", f"{self.R0_IP}/24", "dev", "r0"])
             with xns.inside(self.rx):
-                from xdpkit._sys.netlink import get_link, ifindex_of
+                from xdpkit.interfaces import get_link, ifindex_of
                 self.r0_mac = get_link(ifindex_of("r0")).address
         except BaseException:
             self.close()

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 
 import dpkt
 
-from xdpkit._sys import netlink as nl
-from xdpkit._sys import netns as xns
-from xdpkit._sys.ethtool import get_gro, set_gro
+from xdpkit import interfaces as nl
+from xdpkit import netns as xns
+from xdpkit.interfaces import get_gro, set_gro
 from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, XdpkitError
 from xdpkit.object import Object

@@ -20,7 +20,6 @@ after it starts (an instance has no backlog).
 """
 from __future__ import annotations
 
-import ctypes
 import errno as E
 import os
 import re
@@ -30,10 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Iterator
 
 from xdpkit.errors import NotFoundError, XdpkitError
-
-TRACEFS = "/sys/kernel/tracing"
-DEBUGFS_TRACING = "/sys/kernel/debug/tracing"
-MOUNT_CMD = f"mount -t tracefs tracefs {TRACEFS}"
+from xdpkit.tracefs import ensure_tracefs  # noqa: F401 (also part of this module's API)
 
 
 @dataclass
@@ -85,49 +81,6 @@ def parse_line(raw: str) -> TraceLine:
         message = fm.group("msg")
     return TraceLine(task=m.group("task").strip(), pid=int(m.group("pid")), cpu=int(m.group("cpu")),
                      timestamp=float(m.group("ts")), message=message, raw=raw, function=func)
-
-
-def _has_pipe(d: str) -> bool:
-    return os.path.exists(os.path.join(d, "trace_pipe"))
-
-
-def _mount_tracefs(target: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                           ctypes.c_void_p]
-    if libc.mount(b"tracefs", os.fsencode(target), b"tracefs", 0, None) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-def ensure_tracefs() -> str:
-    """Return the directory where tracefs is mounted, mounting it at /sys/kernel/tracing if needed.
-
-    Order: /sys/kernel/tracing, then /sys/kernel/debug/tracing (whichever has ``trace_pipe``),
-    else ``mount -t tracefs tracefs /sys/kernel/tracing``. Under ``ip netns exec`` /sys is a fresh
-    sysfs, so the mount is needed there. Raises XdpkitError (with a hint) when it cannot.
-    """
-    if _has_pipe(TRACEFS):
-        return TRACEFS
-    try:
-        if _has_pipe(DEBUGFS_TRACING):
-            return DEBUGFS_TRACING
-    except OSError:  # debugfs may refuse access entirely
-        pass
-    if not os.path.isdir(TRACEFS):
-        raise XdpkitError(f"tracefs is not available: {TRACEFS} does not exist",
-                          hint="the kernel needs CONFIG_FTRACE; or mount sysfs on /sys first: "
-                               "mount -t sysfs sysfs /sys")
-    try:
-        _mount_tracefs(TRACEFS)
-    except OSError as exc:
-        hint = f"run as root, or mount it yourself: {MOUNT_CMD}"
-        if exc.errno == E.ENODEV:
-            hint = "this kernel has no tracefs (CONFIG_FTRACE); bpf_printk output cannot be read"
-        raise XdpkitError(f"cannot mount tracefs at {TRACEFS}: {exc.strerror}", hint=hint) from None
-    if not _has_pipe(TRACEFS):
-        raise XdpkitError(f"tracefs mounted at {TRACEFS} but it has no trace_pipe", hint=MOUNT_CMD)
-    return TRACEFS
 
 
 def _read_pipe(path: str, deadline: float | None) -> Iterator[str | None]:

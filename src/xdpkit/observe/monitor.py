@@ -1,6 +1,6 @@
 """System-wide XDP events from the kernel's xdp tracepoints (``xdpkit monitor``).
 
-tools/monitor.bpf.c has one tp_btf program per tracepoint, each counting hits per (event,
+observe/monitor.bpf.c has one tp_btf program per tracepoint, each counting hits per (event,
 namespace, interface, program, action, errno, target) in a per-CPU hash. Every tracepoint is
 probed first; the ones this kernel lacks (xdp_redirect_map_err went away in 6.16) are reported
 and not loaded, never fatal. Python reads the whole hash once per interval (one batch lookup)
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 from xdpkit.errors import KernelError, NotFoundError, NotSupportedError, XdpkitError
 
-#: Tracepoints in category "xdp", by the event number the BPF side uses (tools/monitor.h).
+#: Tracepoints in category "xdp", by the event number the BPF side uses (observe/monitor.h).
 EVENTS = ("xdp_exception", "xdp_redirect_err", "xdp_redirect_map_err", "xdp_devmap_xmit",
           "xdp_cpumap_enqueue", "xdp_cpumap_kthread")
 ACTIONS = ("XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT")
@@ -39,16 +39,9 @@ class Probe:
 
 
 def _btf_has_tracepoint(event: str) -> bool:
-    from xdpkit._sys.libbpf import ffi, require
+    from xdpkit.kernel import vmlinux_has_tracepoint
 
-    lib = require()
-    btf = lib.btf__load_vmlinux_btf()
-    if btf == ffi.NULL:
-        return False
-    try:
-        return lib.btf__find_by_name_kind(btf, f"btf_trace_{event}".encode(), 8) > 0  # BTF_KIND_TYPEDEF
-    finally:
-        lib.btf__free(btf)
+    return vmlinux_has_tracepoint(event)
 
 
 def probe(events=EVENTS) -> list[Probe]:
@@ -100,7 +93,7 @@ class _Names:
 
     def _namespaces(self) -> dict[int, str]:
         if self._named is None:
-            from xdpkit._sys import netns as xns
+            from xdpkit import netns as xns
 
             self._named = {}
             for name in xns.list_namespaces():
@@ -119,8 +112,8 @@ class _Names:
         return self._cache[key]
 
     def _lookup_if(self, netns: int, ifindex: int) -> str:
-        from xdpkit._sys import netlink as nl
-        from xdpkit._sys import netns as xns
+        from xdpkit import interfaces as nl
+        from xdpkit import netns as xns
 
         try:
             if netns in (0, self._own):
@@ -172,7 +165,7 @@ class Monitor:
         self.events = events
         self.probes: list[Probe] = []
         self._obj = None
-        self._links: list[int] = []
+        self._links: list = []  # OwnedFd of each raw tracepoint link
         self._prev: dict = {}
         self.lost = 0
 
@@ -181,8 +174,8 @@ class Monitor:
         return [p.event for p in self.probes if p.available]
 
     def open(self) -> "Monitor":
-        from xdpkit._sys.libbpf import ffi, require
         from xdpkit.builtin import builtin_object
+        from xdpkit.kernel import raw_tracepoint_open
         from xdpkit.object import ObjectSpec
 
         self.probes = probe(self.events)
@@ -198,16 +191,16 @@ class Monitor:
         for name, ps in spec.programs.items():
             ps.autoload = name in wanted
         self._obj = spec.load()
-        lib = require()
         try:
             for p in self.probes:
                 if not p.available:
                     continue
-                fd = lib.bpf_raw_tracepoint_open(ffi.NULL, self._obj.programs[program_for(p.event)].fd)
-                if fd < 0:  # exists but cannot be attached: report it like a missing one
-                    p.available, p.detail = False, f"attach failed: {os.strerror(-fd)}"
+                try:
+                    link = raw_tracepoint_open(self._obj.programs[program_for(p.event)].fd)
+                except KernelError as exc:  # exists but cannot be attached: report it like a missing one
+                    p.available, p.detail = False, f"attach failed: {os.strerror(exc.errno)}"
                     continue
-                self._links.append(fd)
+                self._links.append(link)
             if not self._links:
                 raise KernelError("BPF_RAW_TRACEPOINT_OPEN", E.EOPNOTSUPP, "attaching to XDP tracepoints",
                                   hint="; ".join(f"{p.event}: {p.detail}" for p in self.probes))
@@ -275,8 +268,8 @@ class Monitor:
 
     def close(self) -> None:
         links, self._links = self._links, []
-        for fd in links:
-            os.close(fd)  # closing the raw tracepoint link detaches it
+        for link in links:
+            link.close()  # closing the raw tracepoint link detaches it
         obj, self._obj = self._obj, None
         if obj is not None:
             obj.close()

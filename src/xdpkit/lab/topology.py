@@ -17,17 +17,11 @@ import os
 import re
 import socket
 import subprocess
+import time
 from dataclasses import asdict, dataclass
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
-from xdpkit import bpffs
-from xdpkit._sys import netns
-from xdpkit._sys.ethtool import set_gro
+from xdpkit import bpffs, interfaces, netns
 from xdpkit.errors import ConfigError, LabError, NotFoundError, XdpkitError
-
-IFA_F_NODAD = 0x02
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,7}$")
 ROLES = ("src", "dut", "dst")
 
@@ -111,27 +105,16 @@ def add_veth(a: str, b: str, *, peer_ns: str | None = None, up: bool = True, gro
     never a half-made pair with the peer in the wrong namespace. Returns (ifindex_a, ifindex_b),
     each valid in its own namespace.
     """
-    peer: dict = {"ifname": b}
-    qargs = {"num_tx_queues": queues, "num_rx_queues": queues} if queues > 1 else {}
-    peer.update(qargs)
-    if mac_b:
-        peer["address"] = mac_b
     fd = _ns_fd(peer_ns) if peer_ns else None
-    if fd is not None:
-        peer["net_ns_fd"] = fd
     try:
-        with IPRoute() as ipr:
-            extra = dict(qargs, **({"address": mac_a} if mac_a else {}))
-            try:
-                ipr.link("add", ifname=a, kind="veth", peer=peer, **extra)
-            except NetlinkError as exc:
-                raise LabError(f"cannot create veth {a}/{b}: {exc}",
-                               hint="an interface with that name may already exist (`ip link`)") from None
-            idx_a = ipr.link_lookup(ifname=a)[0]
-            if up:
-                ipr.link("set", index=idx_a, state="up")
-            if gro:
-                set_gro(a)
+        try:
+            idx_a = interfaces.create_veth(a, b, peer_ns_fd=fd, queues=queues, mac_a=mac_a, mac_b=mac_b)
+        except XdpkitError as exc:
+            raise LabError(f"cannot create veth {a}/{b}: {exc}", hint=exc.hint) from None
+        if up:
+            interfaces.set_up(a)
+        if gro:
+            interfaces.set_gro(a)
     finally:
         if fd is not None:
             os.close(fd)
@@ -142,18 +125,14 @@ def add_veth(a: str, b: str, *, peer_ns: str | None = None, up: bool = True, gro
 
 
 def _finish_peer(ifname: str, up: bool, gro: bool) -> int:
-    with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=ifname)[0]
-        if up:
-            ipr.link("set", index=idx, state="up")
+    idx = interfaces.set_up(ifname) if up else interfaces.ifindex_of(ifname)
     if gro:
-        set_gro(ifname)
+        interfaces.set_gro(ifname)
     return idx
 
 
 def lo_up() -> None:
-    with IPRoute() as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+    interfaces.set_up("lo")
 
 
 def disable_ipv6() -> None:
@@ -265,7 +244,7 @@ class Lab:
         if rebuilt:
             self.down()
         build_or_remove(self._build, self.down, f"lab {self.name}")
-        left = self.problems()
+        left = self._settled_problems()
         if left:
             self.down()
             raise LabError(f"lab {self.name} is not right after building it: {'; '.join(left)}")
@@ -292,15 +271,23 @@ class Lab:
             with netns.inside(self.ns(end.role)):
                 add_veth(end.ifname, peer.ifname, peer_ns=self.dut, mac_a=end.mac, mac_b=peer.mac)
         for iface in _IFACES:  # links are up at both ends now, so routes find their gateways
-            with netns.inside(self.ns(iface.role)), IPRoute() as ipr:
-                idx = ipr.link_lookup(ifname=iface.ifname)[0]
-                for cidr, family in ((iface.ip4, socket.AF_INET), (iface.ip6, socket.AF_INET6)):
-                    addr, plen = cidr.split("/")
-                    ipr.addr("add", index=idx, address=addr, prefixlen=int(plen), family=family,
-                             flags=IFA_F_NODAD)
+            with netns.inside(self.ns(iface.role)):
+                for cidr in (iface.ip4, iface.ip6):
+                    interfaces.add_address(iface.ifname, cidr, nodad=True)
         for r in _ROUTES:
-            with netns.inside(self.ns(r.role)), IPRoute() as ipr:
-                ipr.route("add", dst=r.dst, gateway=r.gateway)
+            with netns.inside(self.ns(r.role)):
+                interfaces.add_route(r.dst, r.gateway)
+
+    def _settled_problems(self, timeout: float = 5.0) -> list[str]:
+        """problems() once the kernel has caught up: a veth's operational state (carrier) is set
+        by the kernel's link watcher, which batches events and can lag a second or more behind
+        `ip link set up` when many links change at once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = self.problems()
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(0.05)
 
     # inspection
     def problems(self) -> list[str]:
@@ -311,29 +298,22 @@ class Lab:
         out = []
         for iface in _IFACES:
             ns = self.ns(iface.role)
-            with netns.inside(ns), IPRoute() as ipr:
-                links = ipr.link_lookup(ifname=iface.ifname)
-                if not links:
-                    out.append(f"{ns}: no interface {iface.ifname}")
-                    continue
-                link = ipr.get_links(links[0])[0]
-                if link.get_attr("IFLA_ADDRESS") != iface.mac:
-                    out.append(f"{ns}: {iface.ifname} has MAC {link.get_attr('IFLA_ADDRESS')}")
-                if link.get_attr("IFLA_OPERSTATE") != "UP":
-                    out.append(f"{ns}: {iface.ifname} is {link.get_attr('IFLA_OPERSTATE')}")
-                have = {f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(index=links[0])}
-                for want in (iface.ip4, iface.ip6):
-                    if want not in have:
-                        out.append(f"{ns}: {iface.ifname} lacks {want}")
+            with netns.inside(ns):
+                link = next((ln for ln in interfaces.link_states() if ln.ifname == iface.ifname), None)
+            if link is None:
+                out.append(f"{ns}: no interface {iface.ifname}")
+                continue
+            if link.mac != iface.mac:
+                out.append(f"{ns}: {iface.ifname} has MAC {link.mac}")
+            if link.state != "UP":
+                out.append(f"{ns}: {iface.ifname} is {link.state}")
+            for want in (iface.ip4, iface.ip6):
+                if want not in link.addresses:
+                    out.append(f"{ns}: {iface.ifname} lacks {want}")
         for r in _ROUTES:
             ns = self.ns(r.role)
-            with netns.inside(ns), IPRoute() as ipr:
-                net, plen = r.dst.split("/")
-                family = socket.AF_INET6 if ":" in net else socket.AF_INET
-                found = [x for x in ipr.get_routes(family=family)
-                         if x.get_attr("RTA_DST") == net and x["dst_len"] == int(plen)
-                         and x.get_attr("RTA_GATEWAY") == r.gateway]
-                if not found:
+            with netns.inside(ns):
+                if not interfaces.has_route(r.dst, r.gateway):
                     out.append(f"{ns}: no route {r.dst} via {r.gateway}")
         with netns.inside(self.dut):
             for path in _FORWARDING:
@@ -350,14 +330,9 @@ class Lab:
             if not netns.exists(name):
                 continue
             with netns.inside(name):
-                with IPRoute() as ipr:
-                    links = [(ln["index"], ln.get_attr("IFLA_IFNAME"), ln.get_attr("IFLA_ADDRESS"),
-                              ln.get_attr("IFLA_OPERSTATE"))
-                             for ln in ipr.get_links()]
-                    addrs: dict[int, list[str]] = {}
-                    for a in ipr.get_addr():
-                        text = f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
-                        addrs.setdefault(a["index"], []).append(text)
+                states = interfaces.link_states()
+                links = [(ln.ifindex, ln.ifname, ln.mac, ln.state) for ln in states]
+                addrs = {ln.ifindex: ln.addresses for ln in states}
                 attached = [att.to_dict() for att in xdp.query()]
             spaces.append({"name": name, "interfaces": [
                 {"ifname": ifname, "ifindex": idx, "mac": mac, "state": state,

@@ -11,7 +11,6 @@ A sample is one batch lookup per map: no per-packet and no per-key syscalls.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -278,7 +277,6 @@ class StatsSession:
 
 # ---- kernel BPF run-time statistics (any program) ------------------------------------------
 
-BPF_STATS_RUN_TIME = 0
 BPF_STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 
 
@@ -301,16 +299,10 @@ def bpf_stats_enabled():
     if bpf_stats_sysctl():
         yield "sysctl"
         return
-    from xdpkit._sys.libbpf import require
+    from xdpkit.kernel import enable_run_time_stats
 
-    fd = require().bpf_enable_stats(BPF_STATS_RUN_TIME)
-    if fd < 0:
-        raise KernelError("BPF_ENABLE_STATS", -fd, "enabling kernel BPF statistics",
-                          hint=f"needs root (CAP_SYS_ADMIN); or: sysctl -w kernel.bpf_stats_enabled=1")
-    try:
+    with enable_run_time_stats():
         yield "command"
-    finally:
-        os.close(fd)
 
 
 def run_stats(prog_ids: list[int], *, interval: float = 1.0) -> dict[int, dict]:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from xdpkit import bpffs
-from xdpkit._sys import netns
+from xdpkit import netns
 from xdpkit.compile import compile_file
 from xdpkit.errors import XdpkitError
 from xdpkit.ethertypes import ethertype_name
@@ -20,7 +20,7 @@ from xdpkit.maps import PerCpuValues
 from xdpkit.object import Object
 from xdpkit.xdp import query
 
-EXAMPLES = Path(__file__).parent / "examples"
+EXAMPLES = Path(__file__).parent.parent / "examples"
 COUNTER = EXAMPLES / "xdp_ethertype_count.bpf.c"
 SHOWN = (0x0800, 0x86DD, 0x0806)
 

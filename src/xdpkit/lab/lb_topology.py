@@ -22,15 +22,12 @@ import socket
 import subprocess
 import threading
 
-from pyroute2 import IPRoute
-
-from xdpkit._sys import netns
-from xdpkit._sys.ethtool import set_tx_checksum
+from xdpkit import interfaces, netns
 from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, LabError
 from xdpkit.object import Object
-from xdpkit.lab import (_NAME_RE, IFA_F_NODAD, Lab, _mac, _write, add_veth, build_or_remove, lo_up,
-                        remove_namespaces)
+from xdpkit.lab.topology import (_NAME_RE, Lab, _mac, _write, add_veth, build_or_remove, lo_up,
+                                 remove_namespaces)
 
 VIP4 = "198.18.200.1"
 VIP6 = "2001:db8:200::1"
@@ -160,20 +157,17 @@ class LbLab:
                 if role == "cli":
                     # The LB forwards the client's packets as xdp_frames, which lose a veth's
                     # CHECKSUM_PARTIAL state: let the client's stack write full checksums.
-                    set_tx_checksum("eth0", False)
-                with IPRoute() as ipr:
-                    ipr.route("add", dst="198.18.0.0/15", gateway=self.address(role, 4, router=True))
-                    ipr.route("add", dst="2001:db8::/32", gateway=self.address(role, 6, router=True))
-                    if role.startswith("be"):
-                        lo = ipr.link_lookup(ifname="lo")[0]
-                        ipr.addr("add", index=lo, address=VIP4, prefixlen=32, family=socket.AF_INET)
-                        ipr.addr("add", index=lo, address=VIP6, prefixlen=128, family=socket.AF_INET6,
-                                 flags=IFA_F_NODAD)
+                    interfaces.set_tx_checksum("eth0", False)
+                interfaces.add_route("198.18.0.0/15", self.address(role, 4, router=True))
+                interfaces.add_route("2001:db8::/32", self.address(role, 6, router=True))
+                if role.startswith("be"):
+                    interfaces.add_address("lo", f"{VIP4}/32")
+                    interfaces.add_address("lo", f"{VIP6}/128", nodad=True)
             with netns.inside(rtr):
                 self._configure(rif, self.address(role, 4, router=True), self.address(role, 6, router=True))
-        with netns.inside(rtr), IPRoute() as ipr:
-            ipr.route("add", dst=VIP_NET4, gateway=self.address("lb", 4))
-            ipr.route("add", dst=VIP_NET6, gateway=self.address("lb", 6))
+        with netns.inside(rtr):
+            interfaces.add_route(VIP_NET4, self.address("lb", 4))
+            interfaces.add_route(VIP_NET6, self.address("lb", 6))
         with netns.inside(rtr):
             # XDP_TX frames from the LB reach lb0's ring, but the kernel wakes the peer's NAPI
             # after XDP_TX only when the peer has an XDP program (veth_xdp_flush); with GRO
@@ -185,10 +179,8 @@ class LbLab:
     def _configure(ifname: str, ip4: str, ip6: str) -> None:
         """/24 and /64 (no DAD) on ``ifname`` in this thread's namespace; rp_filter off on it too."""
         _write(f"/proc/sys/net/ipv4/conf/{ifname}/rp_filter", "0")
-        with IPRoute() as ipr:
-            idx = ipr.link_lookup(ifname=ifname)[0]
-            ipr.addr("add", index=idx, address=ip4, prefixlen=24, family=socket.AF_INET)
-            ipr.addr("add", index=idx, address=ip6, prefixlen=64, family=socket.AF_INET6, flags=IFA_F_NODAD)
+        interfaces.add_address(ifname, f"{ip4}/24")
+        interfaces.add_address(ifname, f"{ip6}/64", nodad=True)
 
     # ---- doing things in it ----
     def run(self, role: str, argv: list[str], timeout: float = 10.0, *,

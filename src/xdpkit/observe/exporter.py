@@ -30,7 +30,7 @@ import threading
 import time
 
 from xdpkit.errors import ConfigError, XdpkitError
-from xdpkit.stats import has_stats, read_counters, stats_map_ids
+from xdpkit.observe.stats import has_stats, read_counters, stats_map_ids
 
 DEFAULT_LISTEN = "127.0.0.1:9435"
 COUNTER_TYPE = "struct xdpkit_counter"
@@ -264,7 +264,7 @@ class Exporter:
         from prometheus_client import start_http_server
 
         if self.bpf_stats:
-            from xdpkit.stats import bpf_stats_enabled
+            from xdpkit.observe.stats import bpf_stats_enabled
 
             self._stats_cm = bpf_stats_enabled()
             self._stats_cm.__enter__()

@@ -1,0 +1,11 @@
+"""Interfaces of the calling thread's namespace: name <-> ifindex, links and their XDP state,
+addresses, and what a lab builds (veth pairs, addresses, routes) and tunes (GRO, TX checksum
+offload, per-queue counters). The one public door to rtnetlink and ethtool above core."""
+from xdpkit._sys.ethtool import StatsReader, get_gro, set_gro, set_tx_checksum
+from xdpkit._sys.netlink import (IFA_F_NODAD, LinkState, LinkXdp, add_address, add_route, addresses, create_veth,
+                                 get_link, has_route, ifindex_of, ifname_of, link_states, list_links, nsid_of,
+                                 set_up)
+
+__all__ = ["IFA_F_NODAD", "LinkState", "LinkXdp", "StatsReader", "add_address", "add_route", "addresses",
+           "create_veth", "get_gro", "get_link", "has_route", "ifindex_of", "ifname_of", "link_states",
+           "list_links", "nsid_of", "set_gro", "set_tx_checksum", "set_up"]
