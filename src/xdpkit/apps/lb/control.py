@@ -17,7 +17,6 @@ remembered flows re-hash).
 """
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import struct
@@ -26,10 +25,12 @@ from dataclasses import dataclass, replace
 
 from xdpkit import interfaces as nl
 from xdpkit.apps.lb import maglev, viptable
-from xdpkit.apps.lb.config import (PROTOCOLS, BackendConfig, LbConfig, VipConfig, parse_dict, validate,
+from xdpkit.apps.lb.config import (BackendConfig, LbConfig, VipConfig, parse_dict, validate,
                                    validate_weight)
 from xdpkit.apps.lb.flowhash import flow_hash, flow_key, flow_slot
 from xdpkit.apps.handle import AppHandle, zero_array
+from xdpkit.apps.lb.plan import (BACKEND, LINE_SLOTS, SLOT_NONE, VIP,
+                                 KernelView, LbPlan, addr16, backend_id, plan_apply, ring_lines, vip_key)
 from xdpkit.apps.transaction import checkpoint
 from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, NotFoundError
@@ -44,15 +45,10 @@ DECAP_PROGRAM = "xdpkit_lb_decap"
 EVENTS = ("flow_hit", "flow_miss", "not_vip", "no_backend", "encap_error", "too_big_icmp",
           "too_big_drop", "malformed", "fragment")
 DECAP_EVENTS = ("decap_v4", "decap_v6", "pass", "error")
-SLOT_NONE = 0xFFFFFFFF
-VIP_NO_SPORT = 1
 VIPS_PORT, VIPS_ALL_PORTS = 1, 2
 WAYS = 4
-LINE_SLOTS = 16                            # LB_RING_LINE_SLOTS: Maglev slots per lb_ring entry
 _WAY = struct.Struct("<QIHH")              # struct lb_flow_way
-STATE_CHUNK = 4096
-_VIP = struct.Struct("<IIII")              # struct lb_vip
-_BACKEND = struct.Struct("<16sIIB3x")      # struct lb_backend
+_VIP, _BACKEND = VIP, BACKEND             # struct lb_vip, struct lb_backend (plan.py)
 _CFG = struct.Struct("<I4s4s16s4sH6s6sBBB3xIIII")  # struct lb_cfg
 _ZERO = struct.pack("<I", 0)
 
@@ -73,24 +69,6 @@ class ApplyResult:
     backends: int
     tables_built: int
     seconds: float
-
-
-def _addr16(address: str) -> bytes:
-    return ipaddress.ip_address(address).packed.ljust(16, b"\0")
-
-
-def _vip_key(v: VipConfig) -> bytes:
-    return _addr16(v.address) + struct.pack("!H", v.port) + bytes([PROTOCOLS[v.protocol], v.family])
-
-
-def backend_id(vip: VipConfig, address: str) -> str:
-    """A backend of a VIP as the health state names it: "<vip key> <address>"."""
-    return f"{vip.key} {address}"
-
-
-def _table_signature(seed: int, base: int, size: int, weights: list) -> str:
-    """What a VIP's Maglev table was built from: an unchanged signature means no rebuild."""
-    return hashlib.sha256(json.dumps([seed, base, size, weights]).encode()).hexdigest()[:32]
 
 
 def _zero(m: Map, indexes) -> None:
@@ -156,17 +134,6 @@ class LoadBalancer(AppHandle):
             i += 1
         return json.loads(bytes(raw[:n]))
 
-    def _state_chunks(self, state: dict) -> list[bytes]:
-        """lb_state's entries for ``state``; ConfigError (before any write) if it cannot hold them."""
-        m = self._map("lb_state")
-        blob = json.dumps(state, separators=(",", ":")).encode()
-        data = len(blob).to_bytes(4, "little") + blob
-        chunks = [data[i:i + STATE_CHUNK].ljust(STATE_CHUNK, b"\0") for i in range(0, len(data), STATE_CHUNK)]
-        if len(chunks) > m.max_entries:
-            raise ConfigError(f"the configuration is too large to keep in the kernel "
-                              f"({len(blob)} bytes, at most {m.max_entries * STATE_CHUNK - 4})")
-        return chunks
-
     def _save_state(self, chunks: list[bytes]) -> None:
         m = self._map("lb_state")
         # Chunk 0 (with the length) is written last: a reader never sees a length beyond the data.
@@ -197,152 +164,57 @@ class LoadBalancer(AppHandle):
     def _apply(self, cfg: LbConfig, state: dict, *, down: set[str] | None = None,
                health_change: str = "") -> ApplyResult:
         """apply() with the lock held and the kernel-held state already read (by an edit that
-        started from it)."""
+        started from it): read the tables, plan (pure: plan.py), write."""
         t0 = time.monotonic()
         cfg = validate(cfg)
         down = set(state["down"] if down is None else down)
-        ifindex = nl.ifindex_of(self.ifname)
-        cfg_fields, tx_port = self._cfg_fields(cfg, ifindex)
+        cfg_fields, tx_port = self._cfg_fields(cfg, nl.ifindex_of(self.ifname))
+        p = plan_apply(cfg, state, self._view(), down=down, health_change=health_change)
+        self._write(p, cfg_fields, tx_port)
+        return ApplyResult(vips=p.vips, backends=p.backends, tables_built=len(p.tables),
+                           seconds=time.monotonic() - t0)
 
-        be_map, vip_table = self._map("lb_backends"), self._map("lb_vip_table")
-        max_vips = self._map("lb_vip_stats").max_entries
-        vip_half = self._vip_half()
-        half, vip_base, _mask, vip_seed = vip_half
-        old_vips = self._placed(vip_half)
-        old_slots = {}
-        gens = {}
-        for k, v in be_map.raw_items():
-            slot = int.from_bytes(k, "little")
-            addr, gen, vip_id, family = _BACKEND.unpack(v)
-            gens[slot] = gen
-            if family:
-                old_slots[(vip_id, addr)] = slot
+    def _view(self) -> KernelView:
+        """What plan_apply needs to know of the tables in force."""
+        half, base, _mask, seed = self._vip_half()
+        backends = {int.from_bytes(k, "little"): _BACKEND.unpack(v) for k, v in self._map("lb_backends").raw_items()}
+        return KernelView(vip_half=half, vip_base=base, vip_seed=seed, vips=self._placed((half, base, _mask, seed)),
+                          backends=backends, max_vips=self._map("lb_vip_stats").max_entries,
+                          max_backends=self._map("lb_backends").max_entries,
+                          ring_slots=self._map("lb_ring").max_entries * LINE_SLOTS,
+                          state_entries=self._map("lb_state").max_entries)
 
-        # VIP ids and Maglev regions: kept VIPs keep theirs, so their flows and tables stay.
-        new_keys = {_vip_key(v): v for v in cfg.vips}
-        if len(new_keys) > max_vips:
-            raise ConfigError(f"{len(new_keys)} VIPs; this load balancer holds at most {max_vips}",
-                              hint="reload it with a larger --max-vips")
-        kept = {k: old_vips[k] for k in new_keys if k in old_vips and old_vips[k][2] == new_keys[k].table_size}
-        # Ids and regions of every old VIP stay taken during this apply: packets may still be
-        # reading them until the VIP entries are switched.
-        used_ids = {v[0] for v in old_vips.values()}
-        regions = sorted((v[1], v[1] + _region(v[2])) for v in old_vips.values())
-        ring_size = self._map("lb_ring").max_entries * LINE_SLOTS
-        placed = {}
-        free_ids = (i for i in range(max_vips) if i not in used_ids)
-        for k, v in new_keys.items():
-            if k in kept:
-                placed[k] = kept[k][:3]
-                continue
-            vid = old_vips[k][0] if k in old_vips else next(free_ids, None)
-            if vid is None:
-                raise ConfigError(f"VIP {v.key}: no free VIP id (at most {max_vips}, and removed VIPs "
-                                  "free theirs only after this change)", hint="apply the removal first, or reload "
-                                  "with a larger --max-vips")
-            base = _first_fit(regions, _region(v.table_size), ring_size)
-            if base is None:
-                raise ConfigError(f"VIP {v.key}: no room for a table of {v.table_size} slots "
-                                  f"(the load balancer has {ring_size} in all)",
-                                  hint="use a smaller table_size or reload with a larger --ring")
-            regions = sorted(regions + [(base, base + _region(v.table_size))])
-            placed[k] = (vid, base, v.table_size)
-
-        vip_seed, at = viptable.layout(new_keys, half, vip_seed)  # entries in the VIP table's half
-
-        # Backend slots: one per (VIP, backend); kept pairs keep slot and generation.
-        wanted = {}
-        for k, v in new_keys.items():
-            for b in v.backends:
-                wanted[(placed[k][0], _addr16(b.address))] = (v, b)
-        taken = set(old_slots.values())  # freed only after this apply: packets may still use them
-        free_slots = (s for s in range(be_map.max_entries) if s not in taken)
-        slot_of = {}
-        fresh = []
-        for p, (v, b) in wanted.items():
-            if p in old_slots:
-                slot_of[p] = old_slots[p]
-                continue
-            s = next(free_slots, None)
-            if s is None:
-                raise ConfigError(f"more than {be_map.max_entries} backends in all",
-                                  hint="reload with a larger --max-backends")
-            slot_of[p] = s
-            fresh.append((s, p, b))
-
-        # Tables: rebuilt only where their inputs changed. A kept VIP's new table goes to a
-        # region of its own when there is room, so it takes effect with the VIP table switch
-        # like everything else; only a full ring makes it rewrite its table in place.
-        tables = {}
-        signatures = state.get("tables", {})
-        new_signatures = {}
-        for k, v in new_keys.items():
-            vid, base, size = placed[k]
-            active = [maglev.Backend(b.address, 0 if backend_id(v, b.address) in down else b.weight)
-                      for b in v.backends]
-            weights = sorted((x.name, x.weight) for x in active)
-            if k in kept and signatures.get(v.key) == _table_signature(cfg.seed, base, size, weights):
-                new_signatures[v.key] = signatures[v.key]
-                continue
-            if k in kept:
-                moved = _first_fit(regions, _region(size), ring_size)
-                if moved is not None:
-                    regions = sorted(regions + [(moved, moved + _region(size))])
-                    base = moved
-                    placed[k] = (vid, base, size)
-            new_signatures[v.key] = _table_signature(cfg.seed, base, size, weights)
-            slots = [slot_of[(vid, _addr16(b.address))] for b in v.backends]
-            if any(x.weight for x in active):
-                table = maglev.build_table(active, size=size, seed=cfg.seed)
-                tables[k] = (base, [slots[i] for i in table])
-            else:
-                tables[k] = (base, [SLOT_NONE] * size)
-
-        keys = {backend_id(v, b.address) for v in cfg.vips for b in v.backends}
-        changes = {k: n for k, n in state.get("health_changes", {}).items() if k in keys}
-        if health_change:
-            changes[health_change] = changes.get(health_change, 0) + 1
-        state_chunks = self._state_chunks({"config": cfg.to_dict(), "down": sorted(down & keys),
-                                           "tables": new_signatures, "health_changes": changes})
-        new_base = half if vip_base == 0 else 0
-        entries = [bytes(viptable.ENTRY.size)] * half
-        for k, v in new_keys.items():
-            entries[at[k]] = viptable.ENTRY.pack(k, _VIP.pack(*placed[k], VIP_NO_SPORT if v.hash == "no-sport" else 0))
-
-        # ---- writes: first only what packets do not read yet ----
+    def _write(self, p: LbPlan, cfg_fields: tuple, tx_port: int | None) -> None:
+        """The plan's writes: first only what packets do not read yet (undone on failure or a
+        signal), then the switch, then what the switch freed."""
+        be_map = self._map("lb_backends")
+        half = self._map("lb_vip_table").max_entries // 2
         try:
-            _zero(self._map("lb_be_stats"), (s for s, _, _ in fresh))
-            _zero(self._map("lb_vip_stats"), (placed[k][0] for k in new_keys if k not in old_vips))
-            if fresh:
-                be_map.update_batch_raw([(struct.pack("<I", s), _BACKEND.pack(addr, (gens.get(s, 0) + 1) & 0xFFFFFFFF,
-                                                                              vid, b.family))
-                                         for s, (vid, addr), b in fresh])
+            _zero(self._map("lb_be_stats"), p.zero_backend_stats)
+            _zero(self._map("lb_vip_stats"), p.zero_vip_stats)
+            if p.backend_rows:
+                be_map.update_batch_raw([(struct.pack("<I", s), row) for s, row in p.backend_rows])
             checkpoint()
             ring = self._map("lb_ring")
-            for base, table in tables.values():
-                lines = _ring_lines(table)
+            for base, table in p.tables.values():
+                lines = ring_lines(table)
                 first, n = base // LINE_SLOTS, len(lines) // ring.value_size
                 ring.update_batch_buffers(struct.pack(f"<{n}I", *range(first, first + n)), lines, n)
                 checkpoint()
-            vip_table.update_batch_buffers(struct.pack(f"<{half}I", *range(new_base, new_base + half)),
-                                           b"".join(entries), half)
-            checkpoint()  # the last point where a signal stops this apply
+            self._map("lb_vip_table").update_batch_buffers(
+                struct.pack(f"<{half}I", *range(p.vip_base, p.vip_base + half)), p.vip_entries, half)
+            checkpoint()  # the last point where a signal stops this change
         except BaseException:
-            if fresh:  # the new slots were never reachable: give them back
-                be_map.update_batch_raw([(struct.pack("<I", s), _BACKEND.pack(bytes(16), (gens.get(s, 0) + 1) & 0xFFFFFFFF,
-                                                                              0, 0)) for s, _, _ in fresh])
+            if p.rollback_rows:  # the new slots were never reachable: give them back
+                be_map.update_batch_raw([(struct.pack("<I", s), row) for s, row in p.rollback_rows])
             raise
-        # ---- the switch: lb_cfg points packets at the new VIP table half, all VIPs at once ----
+        # the switch: lb_cfg points packets at the new VIP table half, all VIPs at once
         if tx_port is not None:
             self._map("lb_tx_port").update_raw(struct.pack("<I", 0), struct.pack("<I", tx_port))
-        self._map("lb_cfg").update_raw(_ZERO, _CFG.pack(*cfg_fields, new_base, half - 1, vip_seed))
-        self._save_state(state_chunks)
-        gone = [s for p, s in old_slots.items() if p not in wanted]
-        if gone:
-            be_map.update_batch_raw([(struct.pack("<I", s), _BACKEND.pack(bytes(16), (gens[s] + 1) & 0xFFFFFFFF, 0, 0))
-                                     for s in gone])
-        return ApplyResult(vips=len(new_keys), backends=len(wanted), tables_built=len(tables),
-                           seconds=time.monotonic() - t0)
+        self._map("lb_cfg").update_raw(_ZERO, _CFG.pack(*cfg_fields, p.vip_base, half - 1, p.vip_seed))
+        self._save_state(p.state_chunks)
+        if p.freed_rows:
+            be_map.update_batch_raw([(struct.pack("<I", s), row) for s, row in p.freed_rows])
 
     def _vip_half(self) -> tuple[int, int, int, int]:
         """(entries per half, base and mask of the half in force, VIP hash seed); mask 0 = none yet."""
@@ -389,7 +261,7 @@ class LoadBalancer(AppHandle):
     def _clear_ring(self) -> None:
         ring = self._map("lb_ring")
         n = ring.max_entries
-        ring.update_batch_buffers(struct.pack(f"<{n}I", *range(n)), _ring_lines([]) * n, n)
+        ring.update_batch_buffers(struct.pack(f"<{n}I", *range(n)), ring_lines([]) * n, n)
 
     # ---- editing ---------------------------------------------------------------------------
     def _edit(self, change) -> ApplyResult:
@@ -478,7 +350,7 @@ class LoadBalancer(AppHandle):
                 addr, bgen, _vid, family = _BACKEND.unpack(be_map.lookup_raw(struct.pack("<I", slot)))
                 if family and bgen & 0xFFFF == gen:
                     return str(ipaddress.ip_address(addr[:4] if family == 4 else addr))
-        vid, base, size, _flags = self._placed()[_vip_key(vip)]
+        vid, base, size, _flags = self._placed()[vip_key(vip)]
         line, at = divmod(base + flow_hash(key, cfg.seed) % size, LINE_SLOTS)
         slot = struct.unpack_from("<I", self._map("lb_ring").lookup_raw(struct.pack("<I", line)), 4 * at)[0]
         if slot == SLOT_NONE:
@@ -501,11 +373,11 @@ class LoadBalancer(AppHandle):
                 slots[(vid, addr)] = int.from_bytes(k, "little")
         vips = []
         for v in cfg.vips:
-            vid = placed[_vip_key(v)][0]
+            vid = placed[vip_key(v)][0]
             pk, by = vip_stats.get(vid, (0, 0))
             backends = []
             for b in v.backends:
-                bpk, bby = be_stats.get(slots.get((vid, _addr16(b.address)), -1), (0, 0))
+                bpk, bby = be_stats.get(slots.get((vid, addr16(b.address)), -1), (0, 0))
                 healthy = backend_id(v, b.address) not in down
                 backends.append({"address": b.address, "weight": b.weight, "healthy": healthy,
                                  "health_changes": changes.get(backend_id(v, b.address), 0),
@@ -521,35 +393,25 @@ class LoadBalancer(AppHandle):
                           "capacity": self._map("lb_flows").max_entries * WAYS}}
 
 
-def check_config(cfg: LbConfig) -> dict:
-    """Validate ``cfg`` without the kernel: build every Maglev table, report what it holds."""
+def empty_view(limits: Limits) -> KernelView:
+    """The tables of a load balancer just loaded with ``limits`` (nothing in force yet)."""
+    spec = ObjectSpec.from_file(builtin_object("lb"))   # the ELF only: no kernel, no root
+    try:
+        state_entries = spec.maps["lb_state"].max_entries
+    finally:
+        spec.close()
+    return KernelView(vip_half=viptable.slots_per_half(limits.vips), vip_base=0, vip_seed=0, vips={},
+                      backends={}, max_vips=limits.vips, max_backends=limits.backends,
+                      ring_slots=-(-limits.ring // LINE_SLOTS) * LINE_SLOTS, state_entries=state_entries)
+
+
+def check_config(cfg: LbConfig, limits: Limits | None = None) -> dict:
+    """Validate ``cfg`` without the kernel: plan it as an apply onto a load balancer loaded with
+    ``limits`` would (every Maglev table, VIP placement, the kept state and its size), so
+    `lb check` refuses what `lb apply` would."""
     t0 = time.monotonic()
-    for v in validate(cfg).vips:
-        active = [maglev.Backend(b.address, b.weight) for b in v.backends]
-        if any(b.weight for b in active):
-            maglev.build_table(active, size=v.table_size, seed=cfg.seed)
-    return {"vips": len(cfg.vips), "backends": sum(len(v.backends) for v in cfg.vips),
-            "tables_seconds": round(time.monotonic() - t0, 3)}
-
-
-def _region(table_size: int) -> int:
-    """Maglev slots a table takes: whole lines, so that the next one starts a line."""
-    return -(-table_size // LINE_SLOTS) * LINE_SLOTS
-
-
-def _ring_lines(slots: list[int]) -> bytes:
-    """Maglev slots as whole lb_ring lines, padded with SLOT_NONE (at least one line)."""
-    n = _region(max(1, len(slots)))
-    return struct.pack(f"<{n}I", *slots, *[SLOT_NONE] * (n - len(slots)))
-
-
-def _first_fit(regions: list[tuple[int, int]], size: int, capacity: int) -> int | None:
-    at = 0
-    for lo, hi in regions:
-        if lo - at >= size:
-            return at
-        at = max(at, hi)
-    return at if capacity - at >= size else None
+    p = plan_apply(validate(cfg), {}, empty_view(limits or Limits()), down=set())
+    return {"vips": p.vips, "backends": p.backends, "tables_seconds": round(time.monotonic() - t0, 3)}
 
 
 def _source(prefix: str, addrs: list[str], family: int, needed: bool, ifname: str) -> tuple[bytes, bytes]:
