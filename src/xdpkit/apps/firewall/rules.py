@@ -102,28 +102,30 @@ class RuleSet:
         return [f"policy {self.policy}", f"malformed {self.malformed}", f"non-ip {self.non_ip}"]
 
 
-_V4_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}(/\d{1,2})?$")
+# Dotted-quad decimal only: no leading zeros (octal to inet_aton), no hex, no short forms, and a
+# prefix length of 0..32 written plainly. inet_aton then reads exactly what a person reads.
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_V4_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}(?:/(?:3[0-2]|[12]?\d))?")
 
 
 def parse_prefix(text: str) -> Prefix:
     text = text.strip()
-    addr, _, plen = text.partition("/")
-    if addr.count(".") == 3 and addr.replace(".", "").isdigit():
-        try:
-            value = int.from_bytes(socket.inet_aton(addr), "big")  # rejects octets over 255
-        except OSError:
-            raise ConfigError(f"not an IPv4 address: {text!r}") from None
-        try:
-            n = int(plen) if plen else 32
-        except ValueError:
-            raise ConfigError(f"bad prefix length in {text!r}") from None
-        if not 0 <= n <= 32:
-            raise ConfigError(f"prefix length {n} is over 32 in {text!r}")
-        return (4, value & _MASK32[n], n)
+    addr, slash, plen = text.partition("/")
+    if slash and not (plen.isdigit() and plen.isascii() and (plen == "0" or plen[0] != "0")):
+        raise ConfigError(f"bad prefix length {plen!r} in {text!r}: use 0..32 for IPv4, 0..128 for IPv6")
+    if addr.count(".") == 3 and ":" not in addr:
+        if not _V4_RE.fullmatch(text):
+            if _V4_RE.fullmatch(addr):
+                raise ConfigError(f"prefix length {plen} is over 32 in {text!r} (IPv4 lengths are 0..32)")
+            raise ConfigError(f"not an IPv4 address: {text!r} (dotted-quad decimal, no leading zeros)")
+        n = int(plen) if plen else 32
+        return (4, int.from_bytes(socket.inet_aton(addr), "big") & _MASK32[n], n)
     try:
         net = ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise ConfigError(f"not a CIDR: {text!r}") from None
+    except ValueError as exc:
+        if ":" in addr and slash:
+            raise ConfigError(f"not an IPv6 prefix: {text!r} (prefix length 0..128)") from None
+        raise ConfigError(f"not a CIDR: {text!r} ({exc})") from None
     return (net.version, int(net.network_address), net.prefixlen)
 
 
@@ -133,13 +135,14 @@ def read_set_file(path: str) -> list[Prefix]:
     if "#" in text:
         text = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
     out: list[Prefix] = []
-    append, aton, from_bytes, masks = out.append, socket.inet_aton, int.from_bytes, _MASK32
+    append, aton, from_bytes, masks, strict = out.append, socket.inet_aton, int.from_bytes, _MASK32, _V4_RE.fullmatch
     words = text.split()
     try:
         for word in words:
-            # The common case inline (a million lines): a plain IPv4 address or prefix.
-            addr, _, plen = word.partition("/")
-            if addr.count(".") == 3:
+            # The common case inline (a million lines): a plain IPv4 address or prefix, checked
+            # by the strict pattern before inet_aton (which would take 010 as octal, 0x0a as hex).
+            if strict(word):
+                addr, _, plen = word.partition("/")
                 value = from_bytes(aton(addr), "big")
                 if plen:
                     n = int(plen)
@@ -255,8 +258,8 @@ def parse_rule(text: str, line: int | None = None) -> Rule:
                     rule.src, rule.src_spec = prefixes, spec
                 else:
                     rule.dst, rule.dst_spec = prefixes, spec
-            elif w in PROTO_NAMES:
-                rule.protos = frozenset([PROTO_NAMES[w]])
+            elif w in PROTO_NAMES:  # several protocol words: any of them
+                rule.protos = (rule.protos or frozenset()) | {PROTO_NAMES[w]}
             elif w == "proto":
                 v = value(w).lower()
                 num = PROTO_NAMES.get(v)
@@ -267,7 +270,7 @@ def parse_rule(text: str, line: int | None = None) -> Rule:
                         raise ConfigError(f"unknown protocol {v!r}") from None
                 if not 0 <= num <= 255:
                     raise ConfigError(f"protocol {num} out of range 0..255")
-                rule.protos = frozenset([num])
+                rule.protos = (rule.protos or frozenset()) | {num}
             elif w == "sport":
                 rule.sports = _parse_ports(value(w))
             elif w == "dport":
@@ -310,19 +313,25 @@ def _check(rule: Rule) -> None:
     def fail(msg: str):
         raise ConfigError(msg, line=rule.line)
 
-    # Implied protocols: ports need TCP/UDP, flags need TCP, ICMP types need ICMP.
+    # Implied protocols: ports need TCP/UDP, flags need TCP, ICMP types need ICMP. Without a
+    # protocol word the rule gets what every field it names allows (dport + flags: tcp).
+    needs = []
     if rule.sports is not None or rule.dports is not None:
-        rule.protos = rule.protos if rule.protos is not None else frozenset([6, 17])
-        if not rule.protos <= {6, 17}:
-            fail("ports only exist for tcp and udp")
+        needs.append(("ports only exist for tcp and udp", frozenset([6, 17])))
     if rule.flags is not None:
-        rule.protos = rule.protos if rule.protos is not None else frozenset([6])
-        if rule.protos != {6}:
-            fail("flags only exist for tcp")
+        needs.append(("flags only exist for tcp", frozenset([6])))
     if rule.icmp_type is not None:
-        rule.protos = rule.protos if rule.protos is not None else frozenset([1, 58])
-        if not rule.protos <= {1, 58}:
-            fail("icmp-type only exists for icmp and icmpv6")
+        needs.append(("icmp-type only exists for icmp and icmpv6", frozenset([1, 58])))
+    if needs and rule.protos is None:
+        implied = frozenset.intersection(*(allowed for _, allowed in needs))
+        if not implied:
+            fail("no protocol has all of " + ", ".join(
+                w for w, f in (("ports", rule.sports or rule.dports), ("flags", rule.flags),
+                               ("icmp-type", rule.icmp_type)) if f is not None))
+        rule.protos = implied
+    for why, allowed in needs:
+        if not rule.protos <= allowed:
+            fail(why)
     if rule.action == "ratelimit" and not rule.rated:
         fail("ratelimit needs a rate, e.g. rate 1000/s")
     if rule.rated and rule.action == "allow":
