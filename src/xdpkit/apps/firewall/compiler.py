@@ -12,16 +12,20 @@ from dataclasses import dataclass, field
 from xdpkit.apps.firewall.rules import Rule, RuleSet, prefix_contains
 from xdpkit.errors import ConfigError
 
-MAX_RULES = 1024
-WORDS = MAX_RULES // 64
-MAX_CLASSES = 16384
-PORT_NONE = 65536
-BYTE_NONE = 256
-LEN_SIZE = 65536
-LONG = 1 << 31
-MAX_EXPANDED = 4 << 20   # /24 blocks or /32 addresses per table (hash max_entries is 2x this)
+# Mirrored from firewall.h and firewall.bpf.c; tests/unit/test_layouts.py checks each against the
+# header and the shipped object (map sizes, array dimensions).
+MAX_RULES = 1024         # FW_MAX_RULES
+WORDS = MAX_RULES // 64  # FW_WORDS: u64 words of a class bitmap (struct fw_bitmap.w)
+MAX_CLASSES = 16384      # FW_MAX_CLASSES
+PORT_NONE = 65536        # FW_PORT_NONE: port-table class of packets without ports
+BYTE_NONE = 256          # FW_BYTE_NONE: flags/icmp-table class of non-TCP / non-ICMP packets
+LEN_SIZE = 65536         # FW_TABLE(fw_len, 65536): one class per frame length
+LONG = 1 << 31           # FW_LONG: a /24 entry whose block also has /32 entries
+# /24 blocks or /32 addresses per table and generation. The shipped hash tables
+# (FW_HASH(..., 1 << 22)) hold this many entries, shared by both generations during an apply.
+MAX_EXPANDED = 4 << 20
 
-F_SRC, F_DST, F_PROTO, F_SPORT, F_DPORT, F_FLAGS, F_ICMP, F_LEN = (1 << i for i in range(8))
+F_SRC, F_DST, F_PROTO, F_SPORT, F_DPORT, F_FLAGS, F_ICMP, F_LEN = (1 << i for i in range(8))  # FW_F_*
 
 
 @dataclass

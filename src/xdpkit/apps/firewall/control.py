@@ -32,10 +32,32 @@ from xdpkit.xdp import XdpMode
 PROGRAM = "xdpkit_firewall"
 REASONS = ("rule", "policy", "malformed", "non_ip", "rate_limited", "within_rate", "fragment")
 VERDICTS = ("XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT")
-TEXT_MAX = 507
 _HASH4 = ("fw_src4_24", "fw_src4_32", "fw_dst4_24", "fw_dst4_32")
 _LPM6 = ("fw_src6", "fw_dst6")
-_GEN = "<7IBBBB"   # struct fw_gen; the last byte is `dirty`
+
+# The kernel layouts this file packs, mirrored from firewall.h (little-endian hosts, see _le).
+# tests/unit/test_layouts.py checks every one against the BTF of the shipped object.
+_U32 = struct.Struct("<I")             # __u32: array indexes, prefix /24 keys, class numbers
+_ACTIVE = struct.Struct("<I")          # struct fw_active {gen}
+_GEN = struct.Struct("<7IBBBB")        # struct fw_gen {nrules, nwords, fields, src_default4,
+                                       #   src_default6, dst_default4, dst_default6, policy_drop,
+                                       #   malformed_drop, non_ip_drop, dirty}
+_RULE = struct.Struct("<IBBBBQQQQ")    # struct fw_rule {slot, drop, per_source, rated, pad,
+                                       #   pps_interval, pps_tau, byte_ns_x1k, bps_tau}
+_TEXT = struct.Struct("<I508s")        # struct fw_text {len, text[508]}
+TEXT_MAX = 507                         # longest rule text: fw_text.text less one byte (a NUL)
+_BITMAP = struct.Struct(f"<{C.WORDS}QII")  # struct fw_bitmap {w[FW_WORDS], decide_src, decide_dst}
+_KEY4 = struct.Struct("<II")           # struct fw_key4 {gen, addr}: written as u32 pairs (array "I")
+_KEY6 = struct.Struct("<IB16s3x")      # struct fw_key6 {prefixlen, data[17] = generation, address}
+_TAT = struct.Struct("<QQ")            # struct fw_tat {pps, bps}
+_RL_WAY4 = struct.Struct("<IIQQQ")     # struct fw_rl_way4 {addr, tag, seen, tat {pps, bps}}
+_RL_TAG = 4                            # offsetof(struct fw_rl_way4, tag)
+_RL_WAYS = 2                           # struct fw_rl_set4 {way[2]}
+_RL_KEY6 = struct.Struct("<I16s")      # struct fw_rl_key6 {slot, addr}
+# (map, Compiled attribute, entries per generation) of the per-value class arrays (FW_TABLE)
+_TABLES = (("fw_proto", "proto", 256), ("fw_sport", "sport", C.PORT_NONE + 1),
+           ("fw_dport", "dport", C.PORT_NONE + 1), ("fw_flags", "flags", C.BYTE_NONE + 1),
+           ("fw_icmp", "icmp", C.BYTE_NONE + 1), ("fw_len", "length", C.LEN_SIZE))
 
 
 @dataclass
@@ -55,15 +77,20 @@ def _pack_rule(slot: int, r) -> bytes:
     if r.rate_bps:
         byte_ns = max(1, round(8 * 10**9 * 1024 / r.rate_bps))
         bps_tau = 10**9
-    return struct.pack("<IBBBBQQQQ", slot, int(r.verdict_drop), int(r.per_source), int(r.rated), 0,
-                       pps_int, pps_tau, byte_ns, bps_tau)
+    return _RULE.pack(slot, int(r.verdict_drop), int(r.per_source), int(r.rated), 0,
+                      pps_int, pps_tau, byte_ns, bps_tau)
 
 
 def _pack_text(text: str) -> bytes:
     raw = text.encode()
     if len(raw) > TEXT_MAX:
         raise ConfigError(f"rule is {len(raw)} bytes; at most {TEXT_MAX} (put long sets in file:)")
-    return struct.pack("<I", len(raw)) + raw.ljust(508, b"\0")
+    return _TEXT.pack(len(raw), raw)
+
+
+def _unpack_text(raw: bytes) -> str:
+    n, text = _TEXT.unpack_from(raw)
+    return text[:n].decode()
 
 
 @dataclass
@@ -180,8 +207,7 @@ class Firewall(AppHandle):
         return self._map("fw_active").lookup_raw(b"\0" * 4)[0] & 1
 
     def _gen_info(self, gen: int) -> tuple:
-        raw = self._map("fw_gen").lookup_raw(struct.pack("<I", gen))
-        return struct.unpack(_GEN, raw[:32])
+        return _GEN.unpack_from(self._map("fw_gen").lookup_raw(_U32.pack(gen)))
 
     def ruleset(self) -> RuleSet:
         """The rule set in force, rebuilt from the kernel."""
@@ -191,9 +217,8 @@ class Firewall(AppHandle):
                      non_ip="drop" if nonip else "pass")
         texts = self._map("fw_text")
         for i in range(nrules):
-            raw = texts.lookup_raw(struct.pack("<I", gen * C.MAX_RULES + i))
-            n = struct.unpack("<I", raw[:4])[0]
-            rs.rules.append(parse_rule(raw[4:4 + n].decode(), line=i + 1))
+            text = _unpack_text(texts.lookup_raw(_U32.pack(gen * C.MAX_RULES + i)))
+            rs.rules.append(parse_rule(text, line=i + 1))
         return rs
 
     def _slots(self, gen: int) -> dict[str, int]:
@@ -201,10 +226,9 @@ class Firewall(AppHandle):
         texts, rules = self._map("fw_text"), self._map("fw_rule")
         out = {}
         for i in range(nrules):
-            k = struct.pack("<I", gen * C.MAX_RULES + i)
-            raw = texts.lookup_raw(k)
-            text = raw[4:4 + struct.unpack("<I", raw[:4])[0]].decode()
-            out[" ".join(text.split())] = struct.unpack("<I", rules.lookup_raw(k)[:4])[0]
+            k = _U32.pack(gen * C.MAX_RULES + i)
+            text = _unpack_text(texts.lookup_raw(k))
+            out[" ".join(text.split())] = _RULE.unpack_from(rules.lookup_raw(k))[0]
         return out
 
     # ---- changing rules ----------------------------------------------------------------------
@@ -242,8 +266,8 @@ class Firewall(AppHandle):
             self._clear(new)
             raise
         self._reset_slots(reused)  # still counted into by the old rule set until the flip
-        applies = struct.unpack("<I", self._map("fw_active").lookup_raw(b"\0" * 4)[:4])[0]
-        self._map("fw_active").update_raw(b"\0" * 4, struct.pack("<I", (applies + 1) & 0xFFFFFFFF))
+        applies = _ACTIVE.unpack_from(self._map("fw_active").lookup_raw(b"\0" * 4))[0]
+        self._map("fw_active").update_raw(b"\0" * 4, _ACTIVE.pack((applies + 1) & 0xFFFFFFFF))
         self._clear(old)
         return ApplyResult(rules=len(p.compiled.rules), classes=len(p.compiled.classes), entries=work,
                            seconds=time.monotonic() - t0, generation=new)
@@ -283,37 +307,38 @@ class Firewall(AppHandle):
             return
         counters, tats = self._map("fw_counters"), self._map("fw_rl_rule")
         for s in slots:
-            counters.update_raw(struct.pack("<I", s), bytes(counters.value_buf_size))  # every CPU
-            tats.update_raw(struct.pack("<I", s), bytes(tats.value_buf_size))
+            counters.update_raw(_U32.pack(s), bytes(counters.value_buf_size))  # every CPU
+            tats.update_raw(_U32.pack(s), bytes(tats.value_buf_size))
         self._forget_sources(set(slots))
 
     def _set_dirty(self, gen: int, dirty: bool = True) -> None:
         """fw_gen.dirty of a generation packets do not read: it may hold prefix entries."""
         info = list(self._gen_info(gen))
         info[-1] = int(dirty)
-        self._map("fw_gen").update_raw(struct.pack("<I", gen), struct.pack(_GEN, *info))
+        self._map("fw_gen").update_raw(_U32.pack(gen), _GEN.pack(*info))
 
     def _forget_sources(self, slots: set[int]) -> None:
         """A rule taking over a counter slot must not inherit its predecessor's rate state."""
         sets = self._map("fw_rl_src4")
         keys, values, n = sets.lookup_batch_buffers(chunk=65536)
-        words = array("I", values)  # struct fw_rl_set4: 16 u32 per set, tags at words 1 and 9
+        words = array("I", values)  # struct fw_rl_set4 as u32 words: _RL_WAYS ways of _RL_WAY4
         if sys.byteorder != "little":
             words.byteswap()
         want = {s + 1 for s in slots}
         stride = sets.value_size // 4
-        hits = [i for i, t in enumerate(words[1::stride]) if t in want]
-        hits += [i for i, t in enumerate(words[stride // 2 + 1::stride]) if t in want]
+        hits = []
+        for way in range(0, _RL_WAYS * _RL_WAY4.size, _RL_WAY4.size):
+            hits += [i for i, t in enumerate(words[(way + _RL_TAG) // 4::stride]) if t in want]
         changed = {}
         for i in hits:
             raw = changed.setdefault(i, bytearray(values[i * sets.value_size:(i + 1) * sets.value_size]))
-            for off in (0, sets.value_size // 2):
-                if int.from_bytes(raw[off + 4:off + 8], "little") in want:
-                    raw[off:off + sets.value_size // 2] = bytes(sets.value_size // 2)
+            for off in range(0, _RL_WAYS * _RL_WAY4.size, _RL_WAY4.size):
+                if _U32.unpack_from(raw, off + _RL_TAG)[0] in want:
+                    raw[off:off + _RL_WAY4.size] = bytes(_RL_WAY4.size)
         if changed:
             sets.update_batch_raw([(keys[i * 4:(i + 1) * 4], bytes(raw)) for i, raw in changed.items()])
         lru = self._map("fw_rl_src6")
-        for k in [k for k, _ in lru.raw_items() if struct.unpack("<I", k[:4])[0] in slots]:
+        for k in [k for k, _ in lru.raw_items() if _RL_KEY6.unpack_from(k)[0] in slots]:
             lru.delete_raw(k)
 
     def _fill(self, p: Plan, gen: int, slots: list[int], progress) -> int:
@@ -328,21 +353,19 @@ class Firewall(AppHandle):
             checkpoint()
 
         bm = self._map("fw_bitmap")
-        bm.update_batch_raw([(struct.pack("<I", gen * C.MAX_CLASSES + i),
-                              struct.pack("<16QII", *c.bitmap(i), *c.decides(i)))
+        bm.update_batch_raw([(_U32.pack(gen * C.MAX_CLASSES + i), _BITMAP.pack(*c.bitmap(i), *c.decides(i)))
                              for i in range(len(c.classes))])
         step(len(c.classes))
-        self._map("fw_rule").update_batch_raw([(struct.pack("<I", gen * C.MAX_RULES + i),
-                                                struct.pack("<I", slots[i]) + row[4:])
+        self._map("fw_rule").update_batch_raw([(_U32.pack(gen * C.MAX_RULES + i),
+                                                _RULE.pack(slots[i], *_RULE.unpack(row)[1:]))
                                                for i, row in enumerate(p.rule_rows)])
-        self._map("fw_text").update_batch_raw([(struct.pack("<I", gen * C.MAX_RULES + i), row)
+        self._map("fw_text").update_batch_raw([(_U32.pack(gen * C.MAX_RULES + i), row)
                                                for i, row in enumerate(p.text_rows)])
-        for name, table, size in (("fw_proto", c.proto, 256), ("fw_sport", c.sport, C.PORT_NONE + 1),
-                                  ("fw_dport", c.dport, C.PORT_NONE + 1), ("fw_flags", c.flags, C.BYTE_NONE + 1),
-                                  ("fw_icmp", c.icmp, C.BYTE_NONE + 1), ("fw_len", c.length, C.LEN_SIZE)):
+        for name, attr, size in _TABLES:
+            table = getattr(c, attr)
             if table:
                 base = gen * size
-                self._map(name).update_batch_raw([(struct.pack("<I", base + k), struct.pack("<I", v))
+                self._map(name).update_batch_raw([(_U32.pack(base + k), _U32.pack(v))
                                                   for k, v in enumerate(table)])
         for name, table in (("fw_src4_24", c.src4_24), ("fw_src4_32", c.src4_32),
                             ("fw_dst4_24", c.dst4_24), ("fw_dst4_32", c.dst4_32)):
@@ -352,7 +375,7 @@ class Firewall(AppHandle):
                     tag = gen << 24
                     keys = _u32s(tag | b for b in table.keys())
                 else:
-                    keys = _u32s([gen]) * (2 * n)  # struct fw_key4 {gen, addr}, packed pairwise
+                    keys = _u32s([gen]) * (2 * n)  # struct fw_key4 {gen, addr} (_KEY4), pairwise
                     keys[1::2] = _u32s(table.keys())
                 before = done[0]
                 self._map(name).update_batch_buffers(_le(keys), _le(_u32s(table.values())), n, chunk=65536,
@@ -360,13 +383,12 @@ class Firewall(AppHandle):
         for name, table in (("fw_src6", c.src6), ("fw_dst6", c.dst6)):
             if table:
                 m = self._map(name)
-                ks = m.key_size
-                pairs = [(struct.pack("<I", 8 + plen) + bytes([gen]) + addr.to_bytes(16, "big") + bytes(ks - 21),
-                          struct.pack("<I", v)) for (addr, plen), v in table.items()]
+                pairs = [(_KEY6.pack(8 + plen, gen, addr.to_bytes(16, "big")), _U32.pack(v))
+                         for (addr, plen), v in table.items()]
                 m.update_batch_raw(pairs)
                 step(len(pairs))
-        self._map("fw_gen").update_raw(struct.pack("<I", gen), struct.pack(
-            _GEN, len(c.rules), c.nwords, c.fields, c.src_default4, c.src_default6, c.dst_default4,
+        self._map("fw_gen").update_raw(_U32.pack(gen), _GEN.pack(
+            len(c.rules), c.nwords, c.fields, c.src_default4, c.src_default6, c.dst_default4,
             c.dst_default6, c.policy_drop, c.malformed_drop, c.non_ip_drop, 1))
         return total
 
@@ -394,7 +416,7 @@ class Firewall(AppHandle):
                 m.delete_batch_buffer(_le(dead), count, chunk=65536)
         for name in _LPM6:
             m = self._map(name)
-            for k in [k for k in m.raw_keys() if k[4] == gen]:
+            for k in [k for k in m.raw_keys() if _KEY6.unpack_from(k)[1] == gen]:
                 m.delete_raw(k)
         self._set_dirty(gen, False)
 
@@ -437,11 +459,11 @@ class Firewall(AppHandle):
             if m is None:
                 continue
             zero = bytes(m.value_buf_size)
-            keys = b"".join(struct.pack("<I", i) for i in range(m.max_entries))
+            keys = b"".join(_U32.pack(i) for i in range(m.max_entries))
             m.update_batch_buffers(keys, zero * m.max_entries, m.max_entries)
         tats = self._map("fw_rl_rule")
-        tats.update_batch_buffers(b"".join(struct.pack("<I", i) for i in range(tats.max_entries)),
-                                  bytes(16) * tats.max_entries, tats.max_entries)
+        tats.update_batch_buffers(b"".join(_U32.pack(i) for i in range(tats.max_entries)),
+                                  bytes(_TAT.size) * tats.max_entries, tats.max_entries)
         zero_array(self._map("fw_rl_src4"))
         self._map("fw_rl_src6").clear()
 

@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
-/* Shared between firewall.bpf.c and control.py (which reads the layouts from BTF). */
+/* Shared between firewall.bpf.c and the control plane, which mirrors these layouts and constants
+ * in Python (struct formats and constants in control.py and compiler.py); tests/unit/
+ * test_layouts.py checks the mirrors against the shipped object's BTF and map sizes and against
+ * this header, so a change here needs the same change there. */
 #ifndef XDPKIT_FIREWALL_H
 #define XDPKIT_FIREWALL_H
 

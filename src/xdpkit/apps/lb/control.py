@@ -30,7 +30,7 @@ from xdpkit.apps.lb.config import (BackendConfig, LbConfig, VipConfig, parse_dic
 from xdpkit.apps.lb.flowhash import flow_hash, flow_key, flow_slot
 from xdpkit.apps.handle import AppHandle, zero_array
 from xdpkit.apps.lb.plan import (BACKEND, LINE_SLOTS, SLOT_NONE, VIP,
-                                 KernelView, LbPlan, addr16, backend_id, plan_apply, ring_lines, vip_key)
+                                 KernelView, LbPlan, addr16, backend_id, plan_apply, region, ring_lines, vip_key)
 from xdpkit.apps.transaction import checkpoint
 from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, NotFoundError
@@ -59,7 +59,7 @@ class Limits:
 
     vips: int = 64
     backends: int = 4096
-    ring: int = 16 * maglev.DEFAULT_SIZE   # Maglev slots shared by all VIPs (each table starts a line of 16)
+    ring: int = 16 * region(maglev.DEFAULT_SIZE)   # room for 16 default-size tables (each starts a line)
     flows: int = 262144                     # connection-tracking entries (rounded up to 4 x 2^n)
 
 

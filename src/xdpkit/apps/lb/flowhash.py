@@ -14,6 +14,13 @@ from xdpkit.apps.lb.config import PROTOCOLS
 
 _M32 = 0xFFFFFFFF
 
+# Mirrored from lb.h (checked against the shipped object's BTF by tests/unit/test_layouts.py):
+FLOW_KEY = struct.Struct("!16s16sHHBBxx")  # struct lb_flow_key {src, dst, sport, dport (network
+                                           #   order), proto, family, pad}
+_FLOW_WORDS = struct.Struct("<5Q")         # struct lb_flow_key as the program hashes it: 64-bit words
+_FLOW_FAMILY = 37                          # offsetof(struct lb_flow_key, family)
+_VIP_KEY_WORDS = struct.Struct("<5I")      # struct lb_vip_key as lb_vip_hash reads it: 32-bit words
+
 
 def _rol(x: int, r: int) -> int:
     return ((x << r) | (x >> (32 - r))) & _M32
@@ -44,19 +51,18 @@ def flow_key(src: str, dst: str, proto: str | int, sport: int, dport: int) -> by
     if s.version != d.version:
         raise ValueError(f"{src} and {dst} are of different IP versions")
     p = PROTOCOLS[proto] if isinstance(proto, str) else int(proto)
-    return (s.packed.ljust(16, b"\0") + d.packed.ljust(16, b"\0")
-            + struct.pack("!HH", sport, dport) + struct.pack("BBxx", p, s.version))
+    return FLOW_KEY.pack(s.packed, d.packed, sport, dport, p, s.version)  # "16s" pads IPv4 with zeros
 
 
 _M64 = (1 << 64) - 1
-_HASH_MUL = 0x9E3779B97F4A7C15  # LB_HASH_MUL
+_HASH_MUL = 0x9E3779B97F4A7C15  # LB_HASH_MUL in lb.bpf.c
 
 
 def flow_hash64(key: bytes, seed: int) -> int:
     """``lb_flow_hash``: the 64-bit hash of a packed flow key (its fingerprint in the flow table)."""
-    words = struct.unpack("<5Q", key)  # the program reads the struct's words in host order
+    words = _FLOW_WORDS.unpack(key)  # the program reads the struct's words in host order
     h = (seed & _M32) ^ _HASH_MUL
-    for w in (words[0], words[2], words[4]) if key[37] == 4 else words:
+    for w in (words[0], words[2], words[4]) if key[_FLOW_FAMILY] == 4 else words:
         h = ((h ^ w) * _HASH_MUL) & _M64
         h = ((h << 31) | (h >> 33)) & _M64
     h ^= h >> 33
@@ -73,7 +79,7 @@ def flow_hash(key: bytes, seed: int) -> int:
 
 def vip_hash(key: bytes, seed: int) -> int:
     """``lb_vip_hash``: the hash of a packed ``struct lb_vip_key`` (its five words folded)."""
-    w = struct.unpack("<5I", key)
+    w = _VIP_KEY_WORDS.unpack(key)
     x = w[0] ^ _rol(w[1], 7) ^ _rol(w[2], 14) ^ _rol(w[3], 21) ^ ((w[4] * 0x9E3779B1) & _M32) ^ (seed & _M32)
     return _fmix(x, 20)
 

@@ -30,7 +30,7 @@
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2 * 128); /* two halves of 2 x max VIPs, rounded up to a power of two */
+	__uint(max_entries, 2 * 256); /* two halves of 4 x max VIPs (at least 16), a power of two; load sets it */
 	__type(key, __u32);
 	__type(value, struct lb_vip_entry);
 } lb_vip_table SEC(".maps");

@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
-/* The L4 load balancer's shared structs: the BPF programs and control.py agree on these.
+/* The L4 load balancer's shared structs. The control plane mirrors them in Python struct formats
+ * and constants (control.py, plan.py, viptable.py, flowhash.py); tests/unit/test_layouts.py checks
+ * the mirrors against the shipped object's BTF and map sizes and against this header, so a change
+ * here needs the same change there.
  * Addresses are stored as four big-endian u32 words (IPv4 in word 0, the rest zero); ports in
  * network order. Every struct is padded explicitly so Python packs it with plain struct formats.
  */

@@ -13,9 +13,10 @@ import struct
 from xdpkit.apps.lb.flowhash import vip_hash
 from xdpkit.errors import ConfigError
 
-PROBES = 8                            # LB_VIP_PROBES in lb.h
+# Mirrored from lb.h (checked against it and the shipped object's BTF by tests/unit/test_layouts.py):
+PROBES = 8                            # LB_VIP_PROBES
+ENTRY = struct.Struct("<20s16s28x")   # struct lb_vip_entry {struct lb_vip_key key, struct lb_vip vip, pad[7]}
 MAX_VIPS = 65536
-ENTRY = struct.Struct("<20s16s28x")   # struct lb_vip_entry: key, struct lb_vip, padding
 _SEED_TRIES = 1024
 
 
