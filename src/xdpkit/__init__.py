@@ -13,7 +13,8 @@ _EXPORTS = {
     "compile_file": "xdpkit.compile",
     "Object": "xdpkit.object", "ObjectSpec": "xdpkit.object",
     "Program": "xdpkit.program", "RunResult": "xdpkit.program", "Verdict": "xdpkit.program",
-    "Attachment": "xdpkit.xdp", "BpfXdpLink": "xdpkit.xdp", "NetlinkXdpLink": "xdpkit.xdp",
+    "Attachment": "xdpkit.xdp", "XdpLink": "xdpkit.xdp", "BpfXdpLink": "xdpkit.xdp",
+    "NetlinkXdpLink": "xdpkit.xdp",
     "XdpMode": "xdpkit.xdp", "query": "xdpkit.xdp",
     **{name: "xdpkit.errors" for name in (
         "XdpkitError", "KernelError", "LoadError", "VerifierError", "CompileError", "AttachError",

@@ -18,8 +18,8 @@ import errno as E
 import os
 
 from xdpkit.errors import XdpkitError
+from xdpkit.kernel import BPF_FS_MAGIC
 
-BPF_FS_MAGIC = 0xCAFE4A11
 SYS_BPFFS = "/sys/fs/bpf"
 RUN_BPFFS = "/run/xdpkit/bpffs"
 SUBDIR = "xdpkit"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct as _struct
+import warnings
 from dataclasses import dataclass, field
 
 from xdpkit.errors import ConfigError
@@ -71,10 +72,17 @@ def _parse_hex(text: str, size: int) -> bytes:
     return raw
 
 
+class BtfLayoutWarning(UserWarning):
+    """A map's BTF type does not describe its keys or values (sizes differ): they are raw bytes."""
+
+
 @dataclass
 class BytesCodec(Codec):
+    """Raw bytes. ``reason`` says why a map that has BTF still reads raw (empty: no BTF at all)."""
+
     size: int
     type_name: str = "bytes"
+    reason: str = ""
 
     def decode(self, data: bytes):
         return bytes(data[: self.size])
@@ -85,7 +93,13 @@ class BytesCodec(Codec):
         if isinstance(value, int) and not isinstance(value, bool):
             # Untyped maps (no BTF) still take ints: native byte order, like the C side.
             return _int_bytes(value, self.size, signed=value < 0, what="value")
-        raw = bytes(value)
+        try:
+            if isinstance(value, dict):  # a struct for a map whose BTF did not fit: say why
+                raise TypeError
+            raw = bytes(value)
+        except (TypeError, ValueError):
+            why = f" ({self.reason})" if self.reason else " (the map has no BTF types)"
+            raise ConfigError(f"expected {self.size} raw bytes{why}, got {value!r}") from None
         if len(raw) > self.size:
             raise ConfigError(f"expected at most {self.size} bytes, got {len(raw)}")
         return raw.ljust(self.size, b"\0")
@@ -272,6 +286,24 @@ def to_jsonable(value):
     return str(value)
 
 
+def fit_codec(codec: Codec | None, size: int, what: str, map_name: str = "") -> Codec:
+    """The codec for ``size``-byte keys or values (``what``): ``codec`` when its size matches.
+
+    No codec (a map without BTF) is plain raw bytes. A codec of another size means the BTF does
+    not describe this map's layout: the result is raw bytes that say why (``reason``), and a
+    :class:`BtfLayoutWarning` is issued, so the mismatch is never silent.
+    """
+    if codec is None:
+        return BytesCodec(size)
+    if codec.size == size:
+        return codec
+    where = f"map '{map_name}': " if map_name else ""
+    reason = (f"{where}BTF {what} type '{codec.type_name or '?'}' is {codec.size} bytes but the map's "
+              f"{what}s are {size}; {what}s are raw bytes")
+    warnings.warn(reason, BtfLayoutWarning, stacklevel=3)
+    return BytesCodec(size, reason=reason)
+
+
 class BtfReader:
     """Walks a libbpf ``struct btf`` and builds codecs."""
 
@@ -364,7 +396,7 @@ class BtfReader:
                                type_name=f"{'union' if kind == KIND_UNION else 'struct'} {name}".strip())
         if kind == KIND_DATASEC:
             return BytesCodec(t.size_or_type, type_name=name)
-        return BytesCodec(0, type_name=name)
+        return BytesCodec(0, type_name=name or f"BTF kind {kind}")
 
     def datasec_vars(self, section: str) -> dict[str, tuple[int, Codec]]:
         """Variables of a DATASEC (e.g. '.rodata'): name -> (offset, codec)."""

@@ -1,8 +1,10 @@
 """Built-in BPF objects (generator, receivers, apps): prebuilt when possible, compiled if not.
 
-The set-up (and the wheel build) compiles every built-in source next to itself as
-``NAME.bpf.o``, with ``NAME.bpf.json`` recording the sha256 of every package file the compile
-read and the flags it used, so machines without clang can run them. A prebuilt object is
+:func:`build_all` compiles every built-in source next to itself as ``NAME.bpf.o``, with
+``NAME.bpf.json`` recording the sha256 of every package file the compile read and the flags it
+used, so machines without clang can run them. Two things call it (there is no separate build
+target): ``scripts/setup.sh`` (``make setup``, run by ``make test`` and ``make demo``) and the
+wheel build (``setup.py``'s build_py), both with ``only_stale=True``. A prebuilt object is
 current while those contents are unchanged; file times say nothing (pip gives every installed
 file its install time). A stale object is recompiled (and cached) where clang exists; without
 clang the shipped object is used, with a warning.

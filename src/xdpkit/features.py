@@ -20,20 +20,14 @@ from dataclasses import asdict, dataclass
 from xdpkit._sys import libbpf as _libbpf
 from xdpkit._sys.libbpf import ffi
 from xdpkit.errors import XdpkitError
+from xdpkit.kernel import (BPF_ALU64_MOV_K, BPF_F_TEST_XDP_LIVE_FRAMES, BPF_JMP_EXIT, CAP_BPF, CAP_NET_ADMIN,
+                           CAP_PERFMON, CAP_SYS_ADMIN, ETHTOOL_GDRVINFO, IFNAMSIZ, SIOCETHTOOL,
+                           XDP_FLAGS_DRV_MODE, XDP_FLAGS_UPDATE_IF_NOEXIST, MapType, ProgType, Verdict)
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
-CAP_NET_ADMIN = 12
-CAP_SYS_ADMIN = 21
-CAP_PERFMON = 38
-CAP_BPF = 39
 _CAP_NAMES = {CAP_NET_ADMIN: "CAP_NET_ADMIN", CAP_SYS_ADMIN: "CAP_SYS_ADMIN",
               CAP_PERFMON: "CAP_PERFMON", CAP_BPF: "CAP_BPF"}
-
-BPF_PROG_TYPE_XDP = 6
-BPF_MAP_TYPE_ARRAY = 2
-BPF_F_TEST_XDP_LIVE_FRAMES = 2
-XDP_PASS = 2
 
 MIN_KERNEL = (4, 18)        # XDP with BTF-less libbpf loading at all
 RECOMMENDED_KERNEL = (5, 10)
@@ -153,7 +147,7 @@ def _check_bpf_syscall() -> Check:
     lib = _libbpf.lib
     if lib is None:
         return Check("bpf syscall", FAIL, "cannot test: libbpf missing", "apt-get install libbpf1")
-    fd = lib.bpf_map_create(BPF_MAP_TYPE_ARRAY, b"xdpkit_probe", 4, 4, 1, ffi.NULL)
+    fd = lib.bpf_map_create(MapType.ARRAY, b"xdpkit_probe", 4, 4, 1, ffi.NULL)
     if fd < 0:
         err = -fd
         if err in (E.EPERM, E.EACCES):
@@ -274,9 +268,7 @@ def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> 
 
 def xdp_pass_insns() -> bytes:
     """``r0 = XDP_PASS; exit`` as raw bytecode."""
-    BPF_ALU64_MOV_K = 0x07 | 0xB0 | 0x00
-    BPF_JMP_EXIT = 0x05 | 0x90
-    return _insn(BPF_ALU64_MOV_K, dst=0, imm=XDP_PASS) + _insn(BPF_JMP_EXIT)
+    return _insn(BPF_ALU64_MOV_K, dst=0, imm=Verdict.XDP_PASS) + _insn(BPF_JMP_EXIT)
 
 
 def load_pass_program() -> int:
@@ -284,7 +276,7 @@ def load_pass_program() -> int:
     lib = _libbpf.require()
     insns = xdp_pass_insns()
     buf = ffi.from_buffer(insns)
-    fd = lib.bpf_prog_load(BPF_PROG_TYPE_XDP, b"xdpkit_probe", b"GPL", buf, len(insns) // 8, ffi.NULL)
+    fd = lib.bpf_prog_load(ProgType.XDP, b"xdpkit_probe", b"GPL", buf, len(insns) // 8, ffi.NULL)
     if fd < 0:
         raise OSError(-fd, f"BPF_PROG_LOAD: {os.strerror(-fd)}")
     return fd
@@ -349,8 +341,8 @@ def _check_test_run() -> list[Check]:
         if ret < 0:
             c1 = Check("test_run", FAIL, f"BPF_PROG_TEST_RUN failed: {os.strerror(-ret)}",
                        "upgrade the kernel to 5.10 or newer")
-        elif retval != XDP_PASS:
-            c1 = Check("test_run", FAIL, f"BPF_PROG_TEST_RUN returned {retval}, expected {XDP_PASS}",
+        elif retval != Verdict.XDP_PASS:
+            c1 = Check("test_run", FAIL, f"BPF_PROG_TEST_RUN returned {retval}, expected {int(Verdict.XDP_PASS)}",
                        "upgrade the kernel to 5.10 or newer")
         else:
             c1 = Check("test_run", OK, "BPF_PROG_TEST_RUN works (XDP_PASS on a 64-byte frame)")
@@ -370,9 +362,6 @@ def _check_test_run() -> list[Check]:
 
 
 # ---- per-interface checks -------------------------------------------------------------------
-SIOCETHTOOL = 0x8946
-ETHTOOL_GDRVINFO = 0x00000003
-
 
 def _driver_ioctl(ifname: str) -> str | None:
     """ETHTOOL_GDRVINFO through SIOCETHTOOL, in this thread's network namespace."""
@@ -380,7 +369,7 @@ def _driver_ioctl(ifname: str) -> str | None:
 
     buf = ctypes.create_string_buffer(196)
     struct.pack_into("=I", buf, 0, ETHTOOL_GDRVINFO)
-    ifreq = struct.pack("16sP16x", ifname.encode()[:15], ctypes.addressof(buf))
+    ifreq = struct.pack(f"{IFNAMSIZ}sP16x", ifname.encode()[:IFNAMSIZ - 1], ctypes.addressof(buf))
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifreq)
@@ -427,11 +416,11 @@ def _native_probe(ifindex: int) -> tuple[bool, str]:
     fd = load_pass_program()
     try:
         try:
-            netlink.set_xdp(ifindex, fd, netlink.XDP_FLAGS_DRV_MODE | netlink.XDP_FLAGS_UPDATE_IF_NOEXIST)
+            netlink.set_xdp(ifindex, fd, XDP_FLAGS_DRV_MODE | XDP_FLAGS_UPDATE_IF_NOEXIST)
         except OSError as exc:
             why = getattr(exc, "extack", "") or os.strerror(exc.errno or 0)
             return False, why
-        netlink.set_xdp(ifindex, -1, netlink.XDP_FLAGS_DRV_MODE)
+        netlink.set_xdp(ifindex, -1, XDP_FLAGS_DRV_MODE)
         return True, ""
     finally:
         os.close(fd)

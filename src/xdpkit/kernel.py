@@ -1,7 +1,11 @@
-"""Kernel object registry: BPF program and map ids, their info, and fds by id.
+"""The kernel's facts, each in one place, and its object registry.
 
-This is what lets a later process (or ``xdpkit status``) find an attached program and its maps
-from nothing but the program id, without pins.
+Every kernel constant and name limit xdpkit uses outside apps/ lives here (uapi names, so they
+can be grepped against the kernel headers): XDP verdicts, map and program types, attach and
+update flags, the 15-character object name limit, capabilities, ioctl numbers. The rest is the
+object registry: BPF program and map ids, their info, and fds by id, which lets a later process
+(or ``xdpkit status``) find an attached program and its maps from nothing but the program id,
+without pins.
 """
 from __future__ import annotations
 
@@ -11,7 +15,90 @@ import os
 from dataclasses import dataclass, field
 
 from xdpkit._sys.libbpf import ffi, require
-from xdpkit.errors import KernelError, NotFoundError
+from xdpkit.btf import KIND_TYPEDEF
+from xdpkit.errors import ConfigError, KernelError, NotFoundError
+
+# ---- names and limits -----------------------------------------------------------------------
+
+#: Characters the kernel keeps of a program or map name (BPF_OBJ_NAME_LEN 16, less the NUL):
+#: a map declared ``xdpkit_st_verdict`` is ``xdpkit_st_verdi`` in the kernel.
+OBJ_NAME_LEN = 15
+#: Interface names: IFNAMSIZ bytes with the NUL.
+IFNAMSIZ = 16
+#: BPF_PROG_TEST_RUN refuses XDP frames shorter than an Ethernet header (ETH_HLEN).
+ETH_HLEN = 14
+
+
+def kernel_name(name: str) -> str:
+    """``name`` as the kernel keeps it for a program or map (its first OBJ_NAME_LEN characters)."""
+    return name[:OBJ_NAME_LEN]
+
+
+class Verdict(enum.IntEnum):
+    """XDP return codes (enum xdp_action), named as in the kernel."""
+
+    XDP_ABORTED = 0
+    XDP_DROP = 1
+    XDP_PASS = 2
+    XDP_TX = 3
+    XDP_REDIRECT = 4
+
+    @classmethod
+    def parse(cls, text: str) -> "Verdict":
+        key = text.strip().upper()
+        if not key.startswith("XDP_"):
+            key = "XDP_" + key
+        try:
+            return cls[key]
+        except KeyError:
+            raise ConfigError(f"unknown verdict {text!r}; use one of {[v.name for v in cls]}") from None
+
+
+#: Verdict names by value: the slot names of every per-verdict counter.
+VERDICT_NAMES = tuple(v.name for v in Verdict)
+
+# ---- flags ------------------------------------------------------------------------------------
+
+# XDP attach flags (uapi if_link.h): IFLA_XDP_FLAGS, and the flags of an XDP BPF_LINK_CREATE.
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+XDP_FLAGS_HW_MODE = 1 << 3
+XDP_FLAGS_REPLACE = 1 << 4
+
+# Map update flags (BPF_MAP_UPDATE_ELEM and batch elem_flags).
+BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
+
+#: BPF_PROG_TEST_RUN flag: XDP frames really go out (XDP_TX/REDIRECT), recycled between runs.
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+
+#: enum bpf_link_type: BPF_LINK_TYPE_XDP.
+BPF_LINK_TYPE_XDP = 6
+
+#: enum bpf_stats_type: BPF_STATS_RUN_TIME (run_cnt, run_time_ns).
+BPF_STATS_RUN_TIME = 0
+#: The sysctl that keeps those statistics on for everyone.
+BPF_STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
+
+#: Kernel-internal "operation not supported" (not in errno): what some BPF syscalls return.
+ENOTSUPP = 524
+
+#: statfs f_type of a bpffs.
+BPF_FS_MAGIC = 0xCAFE4A11
+
+# Capabilities (uapi capability.h) that BPF and XDP need.
+CAP_NET_ADMIN = 12
+CAP_SYS_ADMIN = 21
+CAP_PERFMON = 38
+CAP_BPF = 39
+
+# ethtool's ioctl: the driver name of an interface.
+SIOCETHTOOL = 0x8946
+ETHTOOL_GDRVINFO = 0x00000003
+
+# Instruction opcodes of the two-instruction probe program (r0 = imm; exit).
+BPF_ALU64_MOV_K = 0x07 | 0xB0 | 0x00   # BPF_ALU64 | BPF_MOV | BPF_K
+BPF_JMP_EXIT = 0x05 | 0x90             # BPF_JMP | BPF_EXIT
 
 
 class _KernelEnum(enum.IntEnum):
@@ -74,7 +161,8 @@ class ProgType(_KernelEnum):
     EXT = 28
 
 
-BPF_XDP_ATTACH_TYPE = 37  # enum bpf_attach_type: BPF_XDP
+#: enum bpf_attach_type: BPF_XDP.
+BPF_XDP_ATTACH_TYPE = 37
 
 
 class OwnedFd:
@@ -158,7 +246,7 @@ def program_info(fd: int) -> ProgramInfo:
             raise KernelError("BPF_OBJ_GET_INFO_BY_FD", -ret, "reading program map ids")
         map_ids = [ids[i] for i in range(min(nmaps, info2.nr_map_ids))]
     name = _cstr(info.name)
-    if len(name) == 15 and info.btf_id and info.nr_func_info:
+    if len(name) == OBJ_NAME_LEN and info.btf_id and info.nr_func_info:
         name = _full_name_from_btf(fd, info) or name
     return ProgramInfo(
         id=info.id, name=name, type=info.type,
@@ -168,7 +256,7 @@ def program_info(fd: int) -> ProgramInfo:
 
 
 def _full_name_from_btf(fd: int, info) -> str | None:
-    """The kernel keeps 15 characters of a program name; its BTF keeps the whole function name
+    """The kernel keeps OBJ_NAME_LEN (15) characters of a program name; its BTF keeps the whole function name
     (bpftool shows that one, so we do too)."""
     lib = require()
     rec = info.func_info_rec_size or 8
@@ -243,7 +331,7 @@ def program_fd_by_id(prog_id: int) -> OwnedFd:
     _check_id("program", prog_id)
     fd = require().bpf_prog_get_fd_by_id(prog_id)
     if fd < 0:
-        if -fd == 2:
+        if -fd == E.ENOENT:
             raise NotFoundError(f"no BPF program with id {prog_id}")
         raise KernelError("BPF_PROG_GET_FD_BY_ID", -fd, f"program {prog_id}")
     return OwnedFd(fd)
@@ -253,7 +341,7 @@ def map_fd_by_id(map_id: int) -> OwnedFd:
     _check_id("map", map_id)
     fd = require().bpf_map_get_fd_by_id(map_id)
     if fd < 0:
-        if -fd == 2:
+        if -fd == E.ENOENT:
             raise NotFoundError(f"no BPF map with id {map_id}")
         raise KernelError("BPF_MAP_GET_FD_BY_ID", -fd, f"map {map_id}")
     return OwnedFd(fd)
@@ -273,7 +361,7 @@ def obj_get(path: str) -> OwnedFd:
     """Open a pinned BPF object (map, program or link) by its bpffs path."""
     fd = require().bpf_obj_get(os.fsencode(path))
     if fd < 0:
-        if -fd == 2:
+        if -fd == E.ENOENT:
             raise NotFoundError(f"nothing pinned at {path}")
         raise KernelError("BPF_OBJ_GET", -fd, path)
     return OwnedFd(fd)
@@ -283,7 +371,7 @@ def obj_pin(fd: int, path: str) -> None:
     ret = require().bpf_obj_pin(fd, os.fsencode(path))
     if ret < 0:
         hint = None
-        if -ret == 1 or -ret == 22:
+        if -ret in (E.EPERM, E.EINVAL):
             hint = "the path must be inside a mounted bpffs (xdpkit doctor shows where)"
         raise KernelError("BPF_OBJ_PIN", -ret, path, hint=hint)
 
@@ -291,7 +379,7 @@ def obj_pin(fd: int, path: str) -> None:
 def possible_cpus() -> int:
     n = require().libbpf_num_possible_cpus()
     if n <= 0:
-        raise KernelError("libbpf_num_possible_cpus", -n if n < 0 else 22)
+        raise KernelError("libbpf_num_possible_cpus", -n if n < 0 else E.EINVAL)
     return n
 
 
@@ -304,8 +392,6 @@ def bind_map(prog_fd: int, map_fd: int) -> None:
 
 
 # ---- tracing and statistics switches (the observe layer's needs) ------------------------------
-
-BPF_STATS_RUN_TIME = 0
 
 
 def raw_tracepoint_open(prog_fd: int) -> OwnedFd:
@@ -333,7 +419,7 @@ def vmlinux_has_tracepoint(event: str) -> bool:
     if btf == ffi.NULL:
         return False
     try:
-        return lib.btf__find_by_name_kind(btf, f"btf_trace_{event}".encode(), 8) > 0  # BTF_KIND_TYPEDEF
+        return lib.btf__find_by_name_kind(btf, f"btf_trace_{event}".encode(), KIND_TYPEDEF) > 0
     finally:
         lib.btf__free(btf)
 

@@ -1,38 +1,18 @@
 """A loaded BPF program: identity, test runs (BPF_PROG_TEST_RUN) and attaching."""
 from __future__ import annotations
 
-import enum
 import errno as E
 import os
 from dataclasses import dataclass
 
 from xdpkit._sys.libbpf import ffi, require
 from xdpkit.errors import ConfigError, KernelError, XdpkitError
-from xdpkit.kernel import OwnedFd, ProgramInfo, obj_get, obj_pin, program_fd_by_id, program_info
+from xdpkit.kernel import (BPF_F_TEST_XDP_LIVE_FRAMES, ETH_HLEN, ProgramInfo, Verdict, obj_get, obj_pin,
+                           program_fd_by_id, program_info)
 
-BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 #: BPF_PROG_TEST_RUN refuses XDP frames shorter than an Ethernet header.
-MIN_FRAME = 14
-
-
-class Verdict(enum.IntEnum):
-    """XDP return codes, named as in the kernel."""
-
-    XDP_ABORTED = 0
-    XDP_DROP = 1
-    XDP_PASS = 2
-    XDP_TX = 3
-    XDP_REDIRECT = 4
-
-    @classmethod
-    def parse(cls, text: str) -> "Verdict":
-        key = text.strip().upper()
-        if not key.startswith("XDP_"):
-            key = "XDP_" + key
-        try:
-            return cls[key]
-        except KeyError:
-            raise ConfigError(f"unknown verdict {text!r}; use one of {[v.name for v in cls]}") from None
+MIN_FRAME = ETH_HLEN
+# Verdict (imported above, public as xdpkit.Verdict and xdpkit.program.Verdict) lives in kernel.py.
 
 
 @dataclass
@@ -188,12 +168,17 @@ class Program:
     # ---- attaching ----------------------------------------------------------------------
     def attach(self, iface, mode=None, *, pin: str | None = None, netlink: bool = False,
                force: bool = False):
-        """Attach to an interface's XDP hook and return the link.
+        """Attach to an interface's XDP hook and return the link: an :class:`xdpkit.xdp.XdpLink`
+        either way (``ifname``, ``ifindex``, ``mode``, ``prog_id``, ``note``, ``detach()``,
+        ``close()``, a context manager that detaches).
 
-        Default: a bpf_link held by this process (use it as a context manager; it detaches
-        when closed or when the process exits). ``pin=path`` pins the link so it survives the
-        process. ``netlink=True`` attaches like ``ip link set dev IFACE xdp``: persistent, lives
-        with the interface, and replaces an xdpkit program atomically (others need ``force``).
+        Default: a :class:`~xdpkit.xdp.BpfXdpLink` held by this process (it detaches when closed
+        or when the process exits). ``pin=path`` pins the link so it survives the process.
+        ``netlink=True`` returns a :class:`~xdpkit.xdp.NetlinkXdpLink`, attached like ``ip link
+        set dev IFACE xdp``: persistent, lives with the interface, and replaces an xdpkit program
+        atomically. Either way someone else's program is left alone unless ``force``; where the
+        kernel cannot swap programs in one step (a bpf_link never replaces a program), ``force``
+        detaches what is there first and the link's ``note`` says so.
         """
         from xdpkit import xdp
 
@@ -201,4 +186,4 @@ class Program:
             if pin:
                 raise ConfigError("a netlink attachment cannot be pinned; use pin= without netlink=True")
             return xdp.attach_netlink(self, iface, mode=mode, force=force)
-        return xdp.attach_link(self, iface, mode=mode, pin=pin)
+        return xdp.attach_link(self, iface, mode=mode, pin=pin, force=force)

@@ -1,11 +1,16 @@
 """Where XDP programs are attached: attach, replace, detach and query, in every mode.
 
-Two ways to attach, both exposed as links:
+Two ways to attach, both returned as an :class:`XdpLink` (``ifname``, ``ifindex``, ``mode``,
+``prog_id``, ``note``, ``detach()``, ``close()``, a context manager):
 
 * :class:`BpfXdpLink` (BPF_LINK_CREATE): held by an fd, detached when the last reference
-  goes (process exit) unless pinned in bpffs. The kernel refuses it on a busy interface.
+  goes (process exit) unless pinned in bpffs. The kernel never lets a link replace a program.
 * :class:`NetlinkXdpLink` (IFLA_XDP, like ``ip link set dev X xdp``): lives with the
   interface. Replacing is atomic (XDP_FLAGS_REPLACE with the expected program's fd).
+
+What to do on an interface (attach, replace atomically, refuse, or with ``force`` detach first)
+is decided by :func:`decide_attach`, a pure function of what is there and what was asked; the
+netlink and bpf_link calls only carry the decision out.
 
 xdpkit marks every program it attaches by binding a small map named ``xdpkit_owner`` to it
 (BPF_PROG_BIND_MAP). Any later process can tell an xdpkit program from someone else's by the
@@ -14,6 +19,7 @@ detached without ``force``.
 """
 from __future__ import annotations
 
+import abc
 import enum
 import errno as E
 import os
@@ -23,14 +29,18 @@ from dataclasses import dataclass, field
 from xdpkit._sys import netlink as nl
 from xdpkit._sys.libbpf import ffi, require
 from xdpkit.errors import AttachError, ConfigError, KernelError, NotFoundError
-from xdpkit.kernel import (BPF_XDP_ATTACH_TYPE, MapType, OwnedFd, link_ids, map_fd_by_id, map_info,
-                           obj_get, obj_pin, program_fd_by_id, program_info)
+from xdpkit.kernel import (BPF_LINK_TYPE_XDP, BPF_XDP_ATTACH_TYPE, XDP_FLAGS_DRV_MODE, XDP_FLAGS_HW_MODE,
+                           XDP_FLAGS_REPLACE, XDP_FLAGS_SKB_MODE, XDP_FLAGS_UPDATE_IF_NOEXIST, MapType,
+                           link_ids, map_fd_by_id, map_info, obj_get, obj_pin, program_fd_by_id,
+                           program_info)
 
 OWNER_MAP_NAME = "xdpkit_owner"
-BPF_LINK_TYPE_XDP = 6
 
 
-class XdpMode(enum.Enum):
+class XdpMode(enum.StrEnum):
+    """How a program sits on the hook. A str enum: ``XdpMode.NATIVE == "native"``, and it prints
+    (and serialises to JSON) as its value."""
+
     NATIVE = "native"    # in the driver (XDP_FLAGS_DRV_MODE)
     GENERIC = "generic"  # after skb allocation (XDP_FLAGS_SKB_MODE), works on any device
     OFFLOAD = "offload"  # on the NIC (XDP_FLAGS_HW_MODE)
@@ -51,8 +61,41 @@ class XdpMode(enum.Enum):
 
     @property
     def flag(self) -> int:
-        return {XdpMode.NATIVE: nl.XDP_FLAGS_DRV_MODE, XdpMode.GENERIC: nl.XDP_FLAGS_SKB_MODE,
-                XdpMode.OFFLOAD: nl.XDP_FLAGS_HW_MODE, XdpMode.AUTO: 0}[self]
+        return {XdpMode.NATIVE: XDP_FLAGS_DRV_MODE, XdpMode.GENERIC: XDP_FLAGS_SKB_MODE,
+                XdpMode.OFFLOAD: XDP_FLAGS_HW_MODE, XdpMode.AUTO: 0}[self]
+
+
+@dataclass(frozen=True)
+class MapRef:
+    """A map of an attached program: its id, kernel name and type name ("percpu_array").
+
+    ``m["id"]``, ``m["name"]``, ``m["type"]`` and ``m.get(...)`` still work, as when these were
+    dicts; ``to_dict()`` is that dict (what ``status --json`` prints)."""
+
+    id: int
+    name: str
+    type: str = ""
+
+    _FIELDS = ("id", "name", "type")
+
+    def __getitem__(self, key: str):
+        if key not in self._FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default=None):
+        return getattr(self, key) if key in self._FIELDS else default
+
+    def keys(self):
+        return self._FIELDS
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "name": self.name, "type": self.type}
+
+    @classmethod
+    def of(cls, m) -> "MapRef":
+        """A MapRef from a MapRef or a dict with the same keys."""
+        return m if isinstance(m, cls) else cls(m["id"], m.get("name", ""), m.get("type", ""))
 
 
 @dataclass
@@ -61,26 +104,30 @@ class Attachment:
 
     ifname: str
     ifindex: int
-    mode: str
+    mode: XdpMode
     id: int
     name: str = ""
     tag: str = ""
-    maps: list[dict] = field(default_factory=list)
+    maps: list[MapRef] = field(default_factory=list)
     owner: str | None = None
     link_id: int | None = None
+
+    def __post_init__(self):
+        self.mode = XdpMode.parse(self.mode)  # a mode given as text ("native") becomes the enum
 
     @property
     def ours(self) -> bool:
         return self.owner == "xdpkit"
 
     def to_dict(self) -> dict:
-        return {"ifname": self.ifname, "ifindex": self.ifindex, "mode": self.mode, "id": self.id,
-                "name": self.name, "tag": self.tag, "maps": self.maps, "owner": self.owner,
-                "link_id": self.link_id, "attach_type": "bpf_link" if self.link_id else "netlink"}
+        return {"ifname": self.ifname, "ifindex": self.ifindex, "mode": self.mode.value, "id": self.id,
+                "name": self.name, "tag": self.tag, "maps": [MapRef.of(m).to_dict() for m in self.maps],
+                "owner": self.owner, "link_id": self.link_id,
+                "attach_type": "bpf_link" if self.link_id else "netlink"}
 
     def describe(self) -> str:
         who = "xdpkit" if self.ours else "not attached by xdpkit"
-        return f"program '{self.name}' (id {self.id}, {self.mode} mode, {who})"
+        return f"program '{self.name}' (id {self.id}, {self.mode.value} mode, {who})"
 
 
 # ---- ownership marker -------------------------------------------------------------------
@@ -136,7 +183,7 @@ def _xdp_links() -> dict[tuple[int, int], int]:
     return out
 
 
-def _describe(ifname: str, ifindex: int, mode: str, prog_id: int, links: dict) -> Attachment:
+def _describe(ifname: str, ifindex: int, mode: XdpMode, prog_id: int, links: dict) -> Attachment:
     att = Attachment(ifname=ifname, ifindex=ifindex, mode=mode, id=prog_id)
     try:
         with program_fd_by_id(prog_id) as fd:
@@ -153,14 +200,14 @@ def _describe(ifname: str, ifindex: int, mode: str, prog_id: int, links: dict) -
         if mi.name == OWNER_MAP_NAME:
             att.owner = "xdpkit"
             continue
-        att.maps.append({"id": mi.id, "name": mi.name, "type": mi.type_name})
+        att.maps.append(MapRef(mi.id, mi.name, mi.type_name))
     att.link_id = links.get((prog_id, ifindex))
     return att
 
 
 def _attachments_of(link: nl.LinkXdp, links: dict | None = None) -> list[Attachment]:
-    ids = [(mode, pid) for mode, pid in (("native", link.drv_prog_id), ("generic", link.skb_prog_id),
-                                         ("offload", link.hw_prog_id)) if pid]
+    ids = [(mode, pid) for mode, pid in ((XdpMode.NATIVE, link.drv_prog_id), (XdpMode.GENERIC, link.skb_prog_id),
+                                         (XdpMode.OFFLOAD, link.hw_prog_id)) if pid]
     if ids and links is None:
         links = _xdp_links()
     return [_describe(link.ifname, link.ifindex, mode, pid, links) for mode, pid in ids]
@@ -180,15 +227,45 @@ def query(iface=None) -> list[Attachment]:
 
 # ---- links ----------------------------------------------------------------------------------
 
-class NetlinkXdpLink:
+class XdpLink(abc.ABC):
+    """What :meth:`xdpkit.Program.attach` returns, whichever way it attached.
+
+    ``ifname``, ``ifindex``, ``mode`` (the :class:`XdpMode` really used, never AUTO after an
+    attach), ``prog_id``, ``note`` (e.g. why AUTO fell back to generic, or that ``force``
+    detached a program first) and ``kind`` ("netlink" or "bpf_link"). ``detach()`` removes our
+    program from the hook; ``close()`` releases our handle (a netlink attachment has none).
+    Leaving a ``with`` block detaches, except a pinned bpf_link, which outlives the block.
+    """
+
+    kind: str = ""
+
+    def __init__(self, ifindex: int, ifname: str, mode: XdpMode, prog_id: int, note: str = ""):
+        self.ifindex, self.ifname, self.mode, self.prog_id = ifindex, ifname, mode, prog_id
+        self.note = note
+
+    @abc.abstractmethod
+    def detach(self) -> None:
+        """Remove our program from the interface (idempotent)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release our handle (idempotent); see each kind for what that means for the program."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.detach()
+
+
+class NetlinkXdpLink(XdpLink):
     """A netlink (IFLA_XDP) attachment. It holds no fd: ``close()`` does nothing, and the program
     stays until :meth:`detach` (or leaving a ``with`` block, which detaches)."""
 
     kind = "netlink"
 
     def __init__(self, ifindex: int, ifname: str, mode: XdpMode, prog_id: int, note: str = ""):
-        self.ifindex, self.ifname, self.mode, self.prog_id = ifindex, ifname, mode, prog_id
-        self.note = note  # e.g. why AUTO fell back to generic
+        super().__init__(ifindex, ifname, mode, prog_id, note)
         self.attached = True
 
     def __repr__(self) -> str:
@@ -204,14 +281,8 @@ class NetlinkXdpLink:
     def close(self) -> None:
         """Nothing to release: a netlink attachment is not tied to a file descriptor."""
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.detach()
-
-
-class BpfXdpLink:
+class BpfXdpLink(XdpLink):
     """A bpf_link attachment, held by our fd. ``close()`` releases the fd (the kernel detaches
     an unpinned link then); ``detach()`` detaches explicitly, pinned or not."""
 
@@ -220,9 +291,8 @@ class BpfXdpLink:
     def __init__(self, fd: int, ifindex: int, ifname: str, mode: XdpMode, prog_id: int,
                  pin_path: str | None = None, note: str = ""):
         self._fd = fd
-        self.ifindex, self.ifname, self.mode, self.prog_id = ifindex, ifname, mode, prog_id
+        super().__init__(ifindex, ifname, mode, prog_id, note)
         self.pin_path = pin_path
-        self.note = note
 
     def __repr__(self) -> str:
         return f"<BpfXdpLink {self.ifname} prog={self.prog_id} {self.mode.value} pin={self.pin_path}>"
@@ -292,9 +362,6 @@ class BpfXdpLink:
         if fd >= 0:
             os.close(fd)
 
-    def __enter__(self):
-        return self
-
     def __exit__(self, *exc):
         if self.pin_path:
             self.close()   # pinned: it outlives the block on purpose
@@ -330,50 +397,141 @@ def _attach_error(err: int, ifname: str, mode: XdpMode, extack: str = "", curren
     return AttachError(f"cannot attach to {ifname} in {mode.value} mode: {os.strerror(err)}{why}", errno=err)
 
 
-def _current(ifindex: int, ifname: str) -> Attachment | None:
+def _current(ifindex: int) -> Attachment | None:
     atts = _attachments_of(nl.get_link(ifindex))
     return atts[0] if atts else None
 
 
-def _modes_to_try(mode: XdpMode) -> list[XdpMode]:
-    return [XdpMode.NATIVE, XdpMode.GENERIC] if mode == XdpMode.AUTO else [mode]
+def _modes_to_try(mode: XdpMode) -> tuple[XdpMode, ...]:
+    return (XdpMode.NATIVE, XdpMode.GENERIC) if mode == XdpMode.AUTO else (mode,)
 
+
+# ---- the decision: pure, unit-tested without a kernel (tests/unit/test_attach_decisions.py) --
+
+class Action(enum.Enum):
+    ATTACH = "attach"              # nothing there: attach (IFLA_XDP UPDATE_IF_NOEXIST / link create)
+    REPLACE = "replace"            # atomic swap: XDP_FLAGS_REPLACE with the expected program's fd
+    DETACH_FIRST = "detach_first"  # force, where the kernel cannot swap in one step: detach, attach
+    REFUSE = "refuse"              # ours, but the kernel cannot swap it in one step; force would
+    NEED_FORCE = "need_force"      # someone else's program: only with force
+
+
+@dataclass(frozen=True)
+class AttachDecision:
+    """What to do on an interface. ``modes``: the modes to try, in order (AUTO is native, then
+    generic). ``expected_id``: the program that must still be there (REPLACE) or that is removed
+    first (DETACH_FIRST). ``error``: what REFUSE and NEED_FORCE raise."""
+
+    action: Action
+    modes: tuple[XdpMode, ...] = ()
+    expected_id: int | None = None
+    error: AttachError | None = None
+
+    def check(self) -> "AttachDecision":
+        """Raise the refusal, or return self to carry out."""
+        if self.error is not None:
+            raise self.error
+        return self
+
+
+def decide_attach(current: Attachment | None, mode, *, force: bool, netlink: bool,
+                  ifname: str) -> AttachDecision:
+    """Given what is attached (``current``: None, xdpkit's, someone else's; through netlink or a
+    bpf_link; in which mode), the requested mode, ``force`` and the way of attaching, decide.
+
+    * Nothing there: attach.
+    * Someone else's program without ``force``: refuse, naming it (NEED_FORCE).
+    * The kernel can swap in one step (netlink over a netlink program, same mode or AUTO):
+      replace atomically, in the mode already in use.
+    * It cannot (a bpf_link never replaces a program; nothing replaces a bpf_link; native and
+      generic never coexist): refuse with what to do, or with ``force`` detach first, then attach.
+    """
+    mode = XdpMode.parse(mode)
+    if current is None:
+        return AttachDecision(Action.ATTACH, _modes_to_try(mode))
+    cur_mode = current.mode
+    forced = AttachDecision(Action.DETACH_FIRST, _modes_to_try(mode), expected_id=current.id)
+    detach_cmd = f"xdpkit unload {ifname}" + ("" if current.ours else " --force")
+    if not current.ours and not force:
+        if netlink and current.link_id:
+            return AttachDecision(Action.NEED_FORCE, error=_link_in_the_way(ifname, current, detach_cmd))
+        return AttachDecision(Action.NEED_FORCE, error=_attach_error(E.EBUSY, ifname, mode, current=current))
+    if not netlink:
+        if force:
+            return forced
+        return AttachDecision(Action.REFUSE, error=AttachError(
+            f"{ifname} is busy: {current.describe()} is attached, and a bpf_link cannot replace a "
+            f"program", errno=E.EBUSY,
+            hint="attach with netlink=True to replace it atomically, detach it first, or pass "
+                 "force=True to detach it and attach (not atomic)"))
+    if current.link_id:
+        return forced if force else AttachDecision(Action.REFUSE, error=_link_in_the_way(ifname, current, detach_cmd))
+    if mode not in (XdpMode.AUTO, cur_mode):
+        if force:
+            return forced
+        return AttachDecision(Action.REFUSE, error=AttachError(
+            f"{ifname} has {current.describe()}; the kernel cannot replace it with a "
+            f"{mode.value}-mode program in one step", errno=E.EEXIST,
+            hint=f"unload it first ({detach_cmd}), use --mode {cur_mode.value}, or pass --force "
+                 f"to detach it and attach (not atomic)"))
+    return AttachDecision(Action.REPLACE, (cur_mode,), expected_id=current.id)
+
+
+def _link_in_the_way(ifname: str, current: Attachment, detach_cmd: str) -> AttachError:
+    return AttachError(f"{ifname} has {current.describe()} attached through bpf_link {current.link_id}",
+                       errno=E.EBUSY, hint=f"detach it first: {detach_cmd} (or pass --force to detach "
+                                           f"it and attach, not atomically)")
+
+
+def falls_back(modes: tuple[XdpMode, ...], tried: XdpMode, err: int) -> bool:
+    """Whether a refusal of ``tried`` moves on to the next of ``modes`` (AUTO: native, then
+    generic): EOPNOTSUPP, EINVAL and ERANGE (MTU) mean "not in native mode here"."""
+    later = modes[modes.index(tried) + 1:] if tried in modes else ()
+    return tried == XdpMode.NATIVE and bool(later) and err in (E.EOPNOTSUPP, E.EINVAL, E.ERANGE)
+
+
+def decide_detach(current: Attachment | None, *, force: bool, ifname: str) -> Attachment:
+    """What ``detach`` removes: xdpkit's program, or someone else's only with ``force``."""
+    if current is None:
+        raise NotFoundError(f"no XDP program attached to {ifname}")
+    if not current.ours and not force:
+        raise AttachError(f"{ifname} has {current.describe()}; refusing to detach it",
+                          hint="pass --force to detach it anyway")
+    return current
+
+
+def _forced_note(current: Attachment) -> str:
+    return f"detached {current.describe()} first (not atomic: the kernel cannot replace it in one step)"
+
+
+# ---- carrying it out ----------------------------------------------------------------------
 
 def attach_netlink(program, iface, *, mode=None, force: bool = False) -> NetlinkXdpLink:
     """Attach like ``ip link set dev IFACE xdp``: persistent; replaces xdpkit's own program
-    atomically; refuses to replace anyone else's unless ``force``."""
-    mode = XdpMode.parse(mode)
+    atomically; refuses anyone else's unless ``force`` (see :func:`decide_attach`)."""
     ifindex = nl.ifindex_of(iface)
     ifname = nl.ifname_of(ifindex)
-    current = _current(ifindex, ifname)
-    if current is not None:
-        if current.link_id:
-            raise AttachError(f"{ifname} has {current.describe()} attached through bpf_link {current.link_id}",
-                              errno=E.EBUSY, hint=f"detach it first: xdpkit unload {ifname} --force")
-        if not current.ours and not force:
-            raise _attach_error(E.EBUSY, ifname, mode, current=current)
-        cur_mode = XdpMode(current.mode)
-        if mode not in (XdpMode.AUTO, cur_mode):
-            raise AttachError(f"{ifname} has {current.describe()}; the kernel cannot replace it with a "
-                              f"{mode.value}-mode program in one step", errno=E.EEXIST,
-                              hint=f"unload it first (xdpkit unload {ifname}) or use --mode {cur_mode.value}")
-        mode = cur_mode  # replace in place, in the mode already in use
+    current = _current(ifindex)
+    plan = decide_attach(current, mode, force=force, netlink=True, ifname=ifname).check()
     mark_owned(program.fd)
     notes = []
-    for m in _modes_to_try(mode):
+    if plan.action == Action.DETACH_FIRST:
+        _detach_attachment(current, ifindex, ifname)
+        notes.append(_forced_note(current))
+    for m in plan.modes:
         try:
-            if current is not None:
-                with program_fd_by_id(current.id) as old:
-                    nl.set_xdp(ifindex, program.fd, m.flag | nl.XDP_FLAGS_REPLACE, expected_fd=old.fd)
+            if plan.action == Action.REPLACE:
+                with program_fd_by_id(plan.expected_id) as old:
+                    nl.set_xdp(ifindex, program.fd, m.flag | XDP_FLAGS_REPLACE, expected_fd=old.fd)
             else:
-                nl.set_xdp(ifindex, program.fd, m.flag | nl.XDP_FLAGS_UPDATE_IF_NOEXIST)
+                nl.set_xdp(ifindex, program.fd, m.flag | XDP_FLAGS_UPDATE_IF_NOEXIST)
         except nl.NetlinkCallError as exc:
-            if mode == XdpMode.AUTO and m == XdpMode.NATIVE and exc.errno in (E.EOPNOTSUPP, E.EINVAL, E.ERANGE):
+            if falls_back(plan.modes, m, exc.errno):
                 notes.append(f"native mode unavailable on {ifname} ({exc.extack or os.strerror(exc.errno)}); "
                              f"fell back to generic")
                 continue
             if exc.errno == E.EBUSY:
-                current = _current(ifindex, ifname)
+                current = _current(ifindex)
             raise _attach_error(exc.errno, ifname, m, exc.extack, current) from None
         except NotFoundError:
             raise AttachError(f"{ifname}: the program being replaced vanished; try again") from None
@@ -384,7 +542,7 @@ def attach_netlink(program, iface, *, mode=None, force: bool = False) -> Netlink
 def _netlink_detach(ifindex: int, mode: XdpMode, prog_id: int) -> None:
     try:
         with program_fd_by_id(prog_id) as fd:
-            nl.set_xdp(ifindex, -1, mode.flag | nl.XDP_FLAGS_REPLACE, expected_fd=fd.fd)
+            nl.set_xdp(ifindex, -1, mode.flag | XDP_FLAGS_REPLACE, expected_fd=fd.fd)
     except NotFoundError:
         return  # our program is gone already (interface deleted, or detached by someone)
     except nl.NetlinkCallError as exc:
@@ -396,25 +554,30 @@ def _netlink_detach(ifindex: int, mode: XdpMode, prog_id: int) -> None:
         raise AttachError(f"cannot detach from ifindex {ifindex}: {exc}", errno=exc.errno) from None
 
 
-def attach_link(program, iface, *, mode=None, pin: str | None = None) -> BpfXdpLink:
-    """Attach with BPF_LINK_CREATE; the link is ours alone and pinnable."""
-    mode = XdpMode.parse(mode)
+def attach_link(program, iface, *, mode=None, pin: str | None = None, force: bool = False) -> BpfXdpLink:
+    """Attach with BPF_LINK_CREATE; the link is ours alone and pinnable. The kernel never lets a
+    link replace a program, so a busy interface is refused, or with ``force`` emptied first."""
     ifindex = nl.ifindex_of(iface)
     ifname = nl.ifname_of(ifindex)
+    current = _current(ifindex)
+    plan = decide_attach(current, mode, force=force, netlink=False, ifname=ifname).check()
     lib = require()
     mark_owned(program.fd)
     notes = []
-    for m in _modes_to_try(mode):
+    if plan.action == Action.DETACH_FIRST:
+        _detach_attachment(current, ifindex, ifname)
+        notes.append(_forced_note(current))
+    for m in plan.modes:
         opts = ffi.new("struct bpf_link_create_opts *")
         opts.sz = ffi.sizeof("struct bpf_link_create_opts")
         opts.flags = m.flag
         fd = lib.bpf_link_create(program.fd, ifindex, BPF_XDP_ATTACH_TYPE, opts)
         if fd < 0:
             err = -fd
-            if mode == XdpMode.AUTO and m == XdpMode.NATIVE and err in (E.EOPNOTSUPP, E.EINVAL, E.ERANGE):
+            if falls_back(plan.modes, m, err):
                 notes.append(f"native mode unavailable on {ifname}; fell back to generic")
                 continue
-            raise _attach_error(err, ifname, m, current=_current(ifindex, ifname) if err == E.EBUSY else None)
+            raise _attach_error(err, ifname, m, current=_current(ifindex) if err == E.EBUSY else None)
         link = BpfXdpLink(fd, ifindex, ifname, m, program.id, note="; ".join(notes))
         if pin:
             try:
@@ -424,6 +587,23 @@ def attach_link(program, iface, *, mode=None, pin: str | None = None) -> BpfXdpL
                 raise
         return link
     raise AssertionError("unreachable")
+
+
+def _detach_attachment(att: Attachment, ifindex: int, ifname: str) -> None:
+    """Remove ``att`` from the interface: its bpf_link, or (netlink) exactly that program."""
+    if att.link_id:
+        lib = require()
+        fd = lib.bpf_link_get_fd_by_id(att.link_id)
+        if fd < 0:
+            raise KernelError("BPF_LINK_GET_FD_BY_ID", -fd, f"link {att.link_id}")
+        try:
+            ret = lib.bpf_link_detach(fd)
+            if ret < 0:
+                raise AttachError(f"cannot detach link {att.link_id} from {ifname}: {os.strerror(-ret)}")
+        finally:
+            os.close(fd)
+        return
+    _netlink_detach(ifindex, att.mode, att.id)
 
 
 def detach(iface, *, force: bool = False, mode=None) -> Attachment:
@@ -436,24 +616,7 @@ def detach(iface, *, force: bool = False, mode=None) -> Attachment:
     atts = _attachments_of(nl.get_link(ifindex))
     if mode is not None:
         want = XdpMode.parse(mode)
-        atts = [a for a in atts if want == XdpMode.AUTO or a.mode == want.value]
-    if not atts:
-        raise NotFoundError(f"no XDP program attached to {ifname}")
-    att = atts[0]
-    if not att.ours and not force:
-        raise AttachError(f"{ifname} has {att.describe()}; refusing to detach it",
-                          hint=f"pass --force to detach it anyway")
-    if att.link_id:
-        lib = require()
-        fd = lib.bpf_link_get_fd_by_id(att.link_id)
-        if fd < 0:
-            raise KernelError("BPF_LINK_GET_FD_BY_ID", -fd, f"link {att.link_id}")
-        try:
-            ret = lib.bpf_link_detach(fd)
-            if ret < 0:
-                raise AttachError(f"cannot detach link {att.link_id} from {ifname}: {os.strerror(-ret)}")
-        finally:
-            os.close(fd)
-        return att
-    _netlink_detach(ifindex, XdpMode(att.mode), att.id)
+        atts = [a for a in atts if want in (XdpMode.AUTO, a.mode)]
+    att = decide_detach(atts[0] if atts else None, force=force, ifname=ifname)
+    _detach_attachment(att, ifindex, ifname)
     return att

@@ -175,3 +175,51 @@ def test_cli_errors_are_one_line(netns):
 def test_query_missing_interface():
     with pytest.raises(NotFoundError):
         xdpkit.query("definitely-not-here")
+
+
+def test_both_ways_return_an_xdp_link_and_honour_force(netns):
+    """netlink=True and the default bpf_link path return one kind of object and treat a busy
+    interface alike: refused without force, taken over with it (the bpf_link path says it was
+    not atomic, because the kernel never lets a link replace a program)."""
+    netns.veth("xa", "xb")
+    obj_path = xdpkit.compile_file(EX / "xdp_pass.bpf.c")
+    netns.run(["ip", "link", "set", "dev", "xa", "xdpgeneric", "obj", str(obj_path), "sec", "xdp"], check=True)
+    (foreign,) = xdpkit.query("xa")
+    with xdpkit.Object.from_file(EX / "xdp_drop_udp.bpf.c", section="xdp_drop_udp") as obj:
+        prog = obj.program()
+        with pytest.raises(AttachError, match=rf"xa is busy: program 'xdp_pass' \(id {foreign.id}") as exc:
+            prog.attach("xa")
+        assert "force" in exc.value.hint
+        assert xdpkit.query("xa")[0].id == foreign.id
+        link = prog.attach("xa", force=True)
+        try:
+            assert isinstance(link, xdpkit.XdpLink) and link.kind == "bpf_link"
+            assert (link.ifname, link.ifindex, link.prog_id) == ("xa", nl.ifindex_of("xa"), prog.id)
+            assert "not atomic" in link.note and f"id {foreign.id}" in link.note
+            (att,) = xdpkit.query("xa")
+            assert att.id == prog.id and att.link_id
+            # Our own bpf_link is in the way of a netlink attach: refused, then taken over.
+            with pytest.raises(AttachError, match="attached through bpf_link"):
+                prog.attach("xa", netlink=True)
+            nlink = prog.attach("xa", netlink=True, force=True)
+        finally:
+            link.close()
+        assert isinstance(nlink, xdpkit.XdpLink) and nlink.kind == "netlink" and "not atomic" in nlink.note
+        (att,) = xdpkit.query("xa")
+        assert att.id == prog.id and not att.link_id and att.ours
+        # Our own netlink program: a bpf_link cannot replace it; refused with what to do.
+        with pytest.raises(AttachError, match="a bpf_link cannot replace") as exc:
+            prog.attach("xa")
+        assert "netlink=True" in exc.value.hint
+        nlink.detach()
+    assert xdpkit.query("xa") == []
+
+
+def test_cli_load_checks_the_interface_before_compiling(netns, tmp_path):
+    """A missing interface is the one error even when the source would not compile."""
+    bad = tmp_path / "broken.bpf.c"
+    bad.write_text("this is not C\n")
+    r = _cli(netns, "load", "nosuch0", str(bad))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines()[0] == "error: no such interface: 'nosuch0' in this network namespace"
+    assert "compile" not in r.stderr

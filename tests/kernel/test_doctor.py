@@ -7,6 +7,7 @@ import pytest
 
 from xdpkit import features
 from xdpkit._sys import netlink, netns
+from xdpkit.kernel import XDP_FLAGS_SKB_MODE
 
 pytestmark = pytest.mark.kernel
 
@@ -104,12 +105,12 @@ def test_probe_skips_interface_with_program(veth_ns):
     try:
         with netns.inside(veth_ns):
             idx = netlink.ifindex_of("vd0")
-            netlink.set_xdp(idx, fd, netlink.XDP_FLAGS_SKB_MODE)
+            netlink.set_xdp(idx, fd, XDP_FLAGS_SKB_MODE)
             try:
                 by = _by_name(features.run_checks(["vd0"], probe=True))
                 after = netlink.get_link(idx)
             finally:
-                netlink.set_xdp(idx, -1, netlink.XDP_FLAGS_SKB_MODE)
+                netlink.set_xdp(idx, -1, XDP_FLAGS_SKB_MODE)
     finally:
         os.close(fd)
     assert after.skb_prog_id != 0  # our generic program was not touched

@@ -15,11 +15,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from xdpkit.errors import KernelError, NotFoundError
 
-XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
-XDP_FLAGS_SKB_MODE = 1 << 1
-XDP_FLAGS_DRV_MODE = 1 << 2
-XDP_FLAGS_HW_MODE = 1 << 3
-XDP_FLAGS_REPLACE = 1 << 4
+# The XDP_FLAGS_* that set_xdp sends are kernel facts shared with bpf_link: xdpkit.kernel has them.
 
 IFA_F_NODAD = 0x02   # an IPv6 address used at once, without duplicate address detection
 
@@ -122,7 +118,8 @@ def get_link(ifindex: int) -> LinkXdp:
 
 
 def set_xdp(ifindex: int, prog_fd: int, flags: int, expected_fd: int | None = None) -> None:
-    """Send IFLA_XDP {FD, FLAGS[, EXPECTED_FD]}: attach (fd >= 0) or detach (fd = -1).
+    """Send IFLA_XDP {FD, FLAGS[, EXPECTED_FD]}: attach (fd >= 0) or detach (fd = -1); ``flags``
+    are xdpkit.kernel's XDP_FLAGS_*.
 
     pyroute2's ``link('set', xdp_fd=...)`` sends no flags; the nested-attribute form does.
     """

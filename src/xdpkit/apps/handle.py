@@ -12,6 +12,7 @@ import struct
 from xdpkit import interfaces as nl
 from xdpkit.apps import transaction
 from xdpkit.errors import NotFoundError, XdpkitError
+from xdpkit.kernel import kernel_name
 from xdpkit.maps import Map, open_maps_by_id
 from xdpkit.xdp import detach, query
 
@@ -51,7 +52,7 @@ class AppHandle:
     @classmethod
     def _from_object(cls, ifname: str, obj, prog):
         """The handle of a freshly loaded object (its maps by kernel name)."""
-        return cls(ifname, {m.name[:15]: m for m in obj.maps.values()}, obj=obj, prog_id=prog.id)
+        return cls(ifname, {kernel_name(m.name): m for m in obj.maps.values()}, obj=obj, prog_id=prog.id)
 
     @classmethod
     def open(cls, iface):
@@ -113,7 +114,7 @@ class AppHandle:
 
     def _map(self, name: str) -> Map:
         try:
-            return self.maps[name[:15]]  # the kernel keeps 15 characters of a map name
+            return self.maps[kernel_name(name)]  # the kernel keeps OBJ_NAME_LEN characters
         except KeyError:
             raise XdpkitError(f"{self.KIND} map {name} not found (program {self.prog_id})") from None
 

@@ -100,6 +100,9 @@ def cmd_compile(args) -> int:
 
 
 def cmd_load(args) -> int:
+    from xdpkit.interfaces import ifindex_of, ifname_of
+
+    ifname_of(ifindex_of(args.iface))  # a missing interface is the one error, before compiling
     spec = _open_spec(args)
     with spec.load() as obj:
         prog = next(iter(obj.programs.values()))
@@ -120,7 +123,7 @@ def cmd_unload(args) -> int:
     if args.json:
         emit_json(att.to_dict())
     else:
-        print(f"detached {att.name} (id {att.id}) from {att.ifname} ({att.mode} mode)")
+        print(f"detached {att.name} (id {att.id}) from {att.ifname} ({att.mode.value} mode)")
     return 0
 
 
@@ -131,8 +134,8 @@ def cmd_status(args) -> int:
     if args.json:
         emit_json([a.to_dict() for a in atts])
         return 0
-    rows = [[a.ifname, a.ifindex, a.mode, a.id, a.name, a.tag,
-             ",".join(f"{m['name']}({m['id']})" for m in a.maps) or "-",
+    rows = [[a.ifname, a.ifindex, a.mode.value, a.id, a.name, a.tag,
+             ",".join(f"{m.name}({m.id})" for m in a.maps) or "-",
              "xdpkit" if a.ours else "other", f"link {a.link_id}" if a.link_id else "netlink"]
             for a in atts]
     print_table(rows, ["IFACE", "IFINDEX", "MODE", "ID", "NAME", "TAG", "MAPS", "OWNER", "VIA"],
@@ -154,7 +157,7 @@ def _status_stats(args, atts) -> int:
             continue  # unloaded while we measured
         total = f"{st['run_cnt']} runs, {st['run_time_ns'] / 1e6:.3f} ms"
         per = "-" if st["ns_per_run"] is None else f"{st['ns_per_run']:.1f}"
-        rows.append([a.ifname, a.mode, a.id, a.name, f"{st['runs_per_s']:.1f}", per, total])
+        rows.append([a.ifname, a.mode.value, a.id, a.name, f"{st['runs_per_s']:.1f}", per, total])
     print_table(rows, ["IFACE", "MODE", "ID", "NAME", "RUNS/S", "NS/RUN", "TOTAL"],
                 empty="no XDP programs attached" + (f" to {args.iface}" if args.iface else ""))
     if rows and stats and next(iter(stats.values()))["enabled_by"] == "command":

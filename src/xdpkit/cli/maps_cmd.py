@@ -1,8 +1,12 @@
 """`xdpkit maps list|dump|get|set|delete`."""
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 from xdpkit import maps as xmaps
-from xdpkit.ui.output import emit_json, print_table
+from xdpkit.btf import BtfLayoutWarning
+from xdpkit.ui.output import emit_json, info, print_table
 from xdpkit.errors import ConfigError, NotFoundError
 
 FLAGS = {"any": xmaps.BPF_ANY, "noexist": xmaps.BPF_NOEXIST, "exist": xmaps.BPF_EXIST}
@@ -42,6 +46,18 @@ def register(sub) -> None:
     q.set_defaults(func=cmd_delete)
 
 
+@contextlib.contextmanager
+def _open(ref):
+    """open_map, with a BTF layout mismatch said as one note line instead of a Python warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BtfLayoutWarning)
+        m = xmaps.open_map(ref)
+    with m:
+        for reason in m.raw_reasons.values():
+            info(f"note: {reason}")
+        yield m
+
+
 def _summed(value):
     return value.sum() if isinstance(value, xmaps.PerCpuValues) else value
 
@@ -50,7 +66,7 @@ def cmd_list(args) -> int:
     if args.iface:
         from xdpkit.xdp import query
 
-        ids = [m["id"] for a in query(args.iface) for m in a.maps]
+        ids = [m.id for a in query(args.iface) for m in a.maps]
         infos = xmaps.list_maps(ids)
     else:
         infos = xmaps.list_maps()
@@ -65,7 +81,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_dump(args) -> int:
-    with xmaps.open_map(args.map) as m:
+    with _open(args.map) as m:
         items = m.items()
     if args.json:
         emit_json([{"key": k, "value": v} for k, v in items])
@@ -83,7 +99,7 @@ def cmd_dump(args) -> int:
 
 
 def cmd_get(args) -> int:
-    with xmaps.open_map(args.map) as m:
+    with _open(args.map) as m:
         key = m.parse_key(args.key)
         try:
             value = m[key]
@@ -98,7 +114,7 @@ def cmd_get(args) -> int:
 
 
 def cmd_set(args) -> int:
-    with xmaps.open_map(args.map) as m:
+    with _open(args.map) as m:
         key = m.parse_key(args.key)
         value = m.parse_value(args.value)
         m.set(key, value, flags=FLAGS[args.flags])
@@ -106,7 +122,7 @@ def cmd_set(args) -> int:
 
 
 def cmd_delete(args) -> int:
-    with xmaps.open_map(args.map) as m:
+    with _open(args.map) as m:
         key = m.parse_key(args.key)
         try:
             del m[key]

@@ -17,6 +17,7 @@ from xdpkit import netns as xns
 from xdpkit.interfaces import StatsReader
 from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, XdpkitError
+from xdpkit.kernel import Verdict
 from xdpkit.lab import add_veth, disable_ipv6, lo_up
 from xdpkit.object import ObjectSpec
 from xdpkit.lab import trafficgen as tg
@@ -80,7 +81,7 @@ def bench_prog(path, frames: list[bytes], *, section=None, program=None, consts=
     finally:
         ref_obj.close()
     ref_med, prog_med = statistics.median(ref_ns), statistics.median(prog_ns)
-    rows = [ProgCost(REFERENCE, ref_med, 1.0, {"XDP_DROP": len(frames)}),
+    rows = [ProgCost(REFERENCE, ref_med, 1.0, {Verdict.XDP_DROP.name: len(frames)}),
             ProgCost(name, prog_med, prog_med / ref_med if ref_med else float("inf"), verdicts)]
     return {"kind": "prog", "repeat": repeat, "rounds": rounds, "packets": len(frames),
             "rows": [asdict(r) for r in rows]}

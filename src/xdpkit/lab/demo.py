@@ -55,7 +55,7 @@ def run_demo(lab_name: str = "xdpdemo", log=print) -> dict:
             try:
                 (att,) = query("in0")
                 log(f"[3/6] attached {att.name} (id {att.id}, tag {att.tag}) to {lab.dut}/in0 "
-                    f"in {att.mode} mode")
+                    f"in {att.mode.value} mode")
                 log(f"[4/6] sending IPv4, IPv6 and ARP traffic from {lab.src} to {lab.dst}")
                 _traffic(lab, log)
                 counts = {}

@@ -3,7 +3,7 @@
 A BPF program runs on a template frame through BPF_PROG_TEST_RUN with
 BPF_F_TEST_XDP_LIVE_FRAMES; each run rewrites the flow fields (source address, ports; checksums
 updated incrementally) and redirects the frame out of the target interface. The kernel does the
-loop: Python only issues one syscall per chunk of (by default) ~0.1 s of traffic per thread.
+loop: Python only issues one syscall per chunk of about CALL_SECONDS (1 s) of traffic per thread.
 """
 from __future__ import annotations
 
@@ -246,8 +246,8 @@ def peer_rx_counter(iface):
         atts = query(peer.ifname)
     for att in atts:
         for m in att.maps:
-            if att.ours and m["name"] == "rx_count":
-                rx = open_map_by_id(m["id"])
+            if att.ours and m.name == "rx_count":
+                rx = open_map_by_id(m.id)
                 return _Counter(rx)
     return None
 

@@ -6,7 +6,7 @@ import os
 from xdpkit._sys.libbpf import ffi, require
 from xdpkit.btf import BtfReader, Codec
 from xdpkit.errors import ConfigError, NotFoundError
-from xdpkit.kernel import MapInfo, MapType, OwnedFd, map_fd_by_id, map_ids, map_info, obj_get
+from xdpkit.kernel import MapInfo, MapType, OwnedFd, kernel_name, map_fd_by_id, map_ids, map_info, obj_get
 from xdpkit.maps.array import ArrayMap
 from xdpkit.maps.base import BPF_ANY, BPF_EXIST, BPF_NOEXIST, Map
 from xdpkit.maps.fdmaps import CpuMap, DevMap, DevMapHash, ProgArray, XskMap
@@ -28,9 +28,10 @@ _CLASSES = {
 
 
 def make_map(fd: int, info: MapInfo, key_codec: Codec | None = None,
-             value_codec: Codec | None = None, *, owned: bool = True) -> Map:
+             value_codec: Codec | None = None, *, owned: bool = True, ops=None) -> Map:
+    """The Map class for ``info.type``; ``ops``: the map syscalls (default: libbpf)."""
     cls = _CLASSES.get(info.type, Map)
-    return cls(fd, info, key_codec, value_codec, owned=owned)
+    return cls(fd, info, key_codec, value_codec, owned=owned, ops=ops)
 
 
 def _kernel_codecs(info: MapInfo) -> tuple[Codec | None, Codec | None]:
@@ -66,7 +67,7 @@ def open_map_by_id(map_id: int) -> Map:
 
 
 def open_maps_by_id(ids) -> dict[str, Map]:
-    """Maps by id, keyed by their (kernel, 15-character) names; all or none are opened."""
+    """Maps by id, keyed by their kernel names (OBJ_NAME_LEN characters); all or none are opened."""
     maps: dict[str, Map] = {}
     try:
         for map_id in ids:
@@ -91,8 +92,8 @@ def open_pinned_map(path: str | os.PathLike) -> Map:
 
 
 def find_map_ids(name: str) -> list[int]:
-    """Ids of live maps with this name (BPF names are truncated to 15 characters)."""
-    return [info.id for info in list_maps() if info.name == name[:15]]
+    """Ids of live maps with this name (the kernel keeps OBJ_NAME_LEN characters of it)."""
+    return [info.id for info in list_maps() if info.name == kernel_name(name)]
 
 
 def attached_map_ids(name: str | None = None) -> list[int]:
@@ -100,7 +101,7 @@ def attached_map_ids(name: str | None = None) -> list[int]:
     (only those called ``name``, when given), each once."""
     from xdpkit.xdp import query
 
-    ids = [m["id"] for att in query() for m in att.maps if name is None or m["name"] == name[:15]]
+    ids = [m.id for att in query() for m in att.maps if name is None or m.name == kernel_name(name)]
     return list(dict.fromkeys(ids))
 
 

@@ -1,17 +1,22 @@
-"""The Map type: a BPF map as a Python MutableMapping, with batch operations."""
+"""The Map type: a BPF map as a Python MutableMapping, with batch operations.
+
+Everything here is logic over bytes (codecs, chunking, falling back from batch syscalls to one
+key at a time); the syscalls themselves are ``Map.ops`` (_sys/mapops.py), which a unit test
+replaces with an in-memory kernel.
+"""
 from __future__ import annotations
 
 import errno as E
 from collections.abc import Iterable, Iterator, MutableMapping
 
-from xdpkit._sys.libbpf import ffi, require
-from xdpkit.btf import BytesCodec, Codec
+from xdpkit._sys.mapops import LIBBPF
+from xdpkit.btf import BytesCodec, Codec, fit_codec
 from xdpkit.errors import ConfigError, KernelError, XdpkitError
-from xdpkit.kernel import MapInfo, MapType, obj_pin
+from xdpkit.kernel import BPF_ANY, ENOTSUPP, MapInfo, MapType, obj_pin
+from xdpkit.kernel import BPF_EXIST, BPF_NOEXIST  # noqa: F401 (xdpkit.maps re-exports them)
 
-BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
-_ENOTSUPP = 524  # kernel-internal "operation not supported" seen from BPF syscalls
-_BATCH_UNSUPPORTED = {E.EINVAL, E.EOPNOTSUPP, _ENOTSUPP, E.EPERM}
+#: A batch call failing with these before it did anything means "no batch ops for this map".
+_BATCH_UNSUPPORTED = {E.EINVAL, E.EOPNOTSUPP, ENOTSUPP, E.EPERM}
 BATCH_CHUNK = 8192
 
 
@@ -22,17 +27,18 @@ class Map(MutableMapping):
     of the right size are always accepted, and :meth:`raw` gives undecoded access.
     """
 
+    #: The map syscalls (bytes in, bytes out, -errno); an in-memory kernel in unit tests.
+    ops = LIBBPF
+
     def __init__(self, fd: int, info: MapInfo, key_codec: Codec | None = None,
-                 value_codec: Codec | None = None, *, owned: bool = True):
+                 value_codec: Codec | None = None, *, owned: bool = True, ops=None):
+        if ops is not None:
+            self.ops = ops
         self._fd = fd
         self.info = info
         self._owned = owned
-        self.key_codec = key_codec or BytesCodec(info.key_size)
-        self.value_codec = value_codec or BytesCodec(info.value_size)
-        if self.key_codec.size != info.key_size:
-            self.key_codec = BytesCodec(info.key_size)
-        if self.value_codec.size != info.value_size:
-            self.value_codec = BytesCodec(info.value_size)
+        self.key_codec = fit_codec(key_codec, info.key_size, "key", info.name)
+        self.value_codec = fit_codec(value_codec, info.value_size, "value", info.name)
 
     # ---- identity -------------------------------------------------------------------------
     name = property(lambda self: self.info.name)
@@ -66,8 +72,16 @@ class Map(MutableMapping):
         self.close()
 
     def __repr__(self) -> str:
+        raw = "".join(f" raw {what}s" for what, _ in self.raw_reasons.items())
         return (f"<{type(self).__name__} {self.name!r} id={self.id} type={MapType.name_of(self.info.type)} "
-                f"key={self.key_size}B value={self.value_size}B max_entries={self.max_entries}>")
+                f"key={self.key_size}B value={self.value_size}B max_entries={self.max_entries}{raw}>")
+
+    @property
+    def raw_reasons(self) -> dict[str, str]:
+        """Why keys or values read as raw bytes although the map has BTF: {"key"|"value": reason}.
+        Empty when the codecs come from BTF, or when the map has no BTF at all."""
+        return {what: c.reason for what, c in (("key", self.key_codec), ("value", self.value_codec))
+                if isinstance(c, BytesCodec) and c.reason}
 
     # ---- encoding hooks (subclasses change value layout) ---------------------------------
     @property
@@ -111,21 +125,20 @@ class Map(MutableMapping):
         return KernelError(syscall, err, f"map '{self.name}' {what}", hint=hint)
 
     def lookup_raw(self, key: bytes) -> bytes | None:
-        val = ffi.new("char[]", max(self.value_buf_size, 1))
-        ret = require().bpf_map_lookup_elem(self.fd, key, val)
+        ret, value = self.ops.lookup(self.fd, key, self.value_buf_size)
         if ret < 0:
             if -ret == E.ENOENT:
                 return None
             raise self._error("BPF_MAP_LOOKUP_ELEM", -ret, "lookup")
-        return bytes(ffi.buffer(val, self.value_buf_size))
+        return value
 
     def update_raw(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
-        ret = require().bpf_map_update_elem(self.fd, key, value, flags)
+        ret = self.ops.update(self.fd, key, value, flags)
         if ret < 0:
             raise self._error("BPF_MAP_UPDATE_ELEM", -ret, "update")
 
     def delete_raw(self, key: bytes) -> bool:
-        ret = require().bpf_map_delete_elem(self.fd, key)
+        ret = self.ops.delete(self.fd, key)
         if ret < 0:
             if -ret == E.ENOENT:
                 return False
@@ -133,20 +146,15 @@ class Map(MutableMapping):
         return True
 
     def raw_keys(self) -> Iterator[bytes]:
-        lib = require()
-        cur = ffi.new("char[]", max(self.key_size, 1))
-        nxt = ffi.new("char[]", max(self.key_size, 1))
-        prev = ffi.NULL
+        prev = None
         while True:
-            ret = lib.bpf_map_get_next_key(self.fd, prev, nxt)
+            ret, key = self.ops.next_key(self.fd, prev, self.key_size)
             if ret < 0:
                 if -ret == E.ENOENT:
                     return
                 raise self._error("BPF_MAP_GET_NEXT_KEY", -ret, "iterate")
-            key = bytes(ffi.buffer(nxt, self.key_size))
             yield key
-            ffi.memmove(cur, nxt, self.key_size)
-            prev = cur
+            prev = key
 
     # ---- mapping protocol -----------------------------------------------------------------
     def __getitem__(self, key):
@@ -206,33 +214,24 @@ class Map(MutableMapping):
 
     def lookup_batch_buffers(self, chunk: int = BATCH_CHUNK) -> tuple[bytes, bytes, int]:
         """Every entry as two packed buffers (keys, values) and the count: the cheap way to
-        read a map of millions of entries."""
-        lib = require()
+        read a map of millions of entries. Raises _BatchUnsupported when the map has no batch
+        lookup (the first call fails with EINVAL, EOPNOTSUPP, ENOTSUPP or EPERM)."""
         ks, vs = self.key_size, self.value_buf_size
-        keys = ffi.new("char[]", ks * chunk)
-        vals = ffi.new("char[]", vs * chunk)
-        tok_in = ffi.new("char[]", max(ks, 8))
-        tok_out = ffi.new("char[]", max(ks, 8))
-        count = ffi.new("uint32_t *")
-        opts = ffi.new("struct bpf_map_batch_opts *", {"sz": ffi.sizeof("struct bpf_map_batch_opts")})
         kparts, vparts, total = [], [], 0
-        first = True
+        token = None
         while True:
-            count[0] = chunk
-            ret = lib.bpf_map_lookup_batch(self.fd, ffi.NULL if first else tok_in, tok_out,
-                                           keys, vals, count, opts)
+            ret, keys, vals, n, token_out = self.ops.lookup_batch(self.fd, token, ks, vs, chunk)
             err = -ret if ret < 0 else 0
             if err and err != E.ENOENT:
-                if first and err in _BATCH_UNSUPPORTED:
+                if token is None and err in _BATCH_UNSUPPORTED:
                     raise _BatchUnsupported()
                 raise self._error("BPF_MAP_LOOKUP_BATCH", err, "batch lookup")
-            kparts.append(bytes(ffi.buffer(keys, ks * count[0])))
-            vparts.append(bytes(ffi.buffer(vals, vs * count[0])))
-            total += count[0]
+            kparts.append(keys[:ks * n])
+            vparts.append(vals[:vs * n])
+            total += n
             if err == E.ENOENT:  # end of map; entries returned with it are still valid
                 return b"".join(kparts), b"".join(vparts), total
-            first = False
-            ffi.memmove(tok_in, tok_out, max(ks, 8))
+            token = token_out
 
     def update_batch(self, items: Iterable[tuple], *, flags: int = BPF_ANY,
                      chunk: int = BATCH_CHUNK, progress=None) -> int:
@@ -252,15 +251,14 @@ class Map(MutableMapping):
 
     def update_batch_buffers(self, keys: bytes, values: bytes, count: int, *, flags: int = BPF_ANY,
                              chunk: int = BATCH_CHUNK, progress=None) -> int:
-        """Write ``count`` entries given as packed key and value buffers."""
-        lib = require()
+        """Write ``count`` entries given as packed key and value buffers.
+
+        A map without batch updates (the first call fails having written nothing, with EINVAL,
+        EOPNOTSUPP, ENOTSUPP or EPERM) is written one entry at a time instead."""
         ks, vs = self.key_size, self.value_buf_size
         if len(keys) != ks * count or len(values) != vs * count:
             raise ConfigError(f"map '{self.name}': {count} entries need {ks * count} key bytes and "
                               f"{vs * count} value bytes")
-        opts = ffi.new("struct bpf_map_batch_opts *",
-                       {"sz": ffi.sizeof("struct bpf_map_batch_opts"), "elem_flags": flags})
-        n = ffi.new("uint32_t *")
         kview, vview = memoryview(keys), memoryview(values)
         done = 0
         batch_ok = True
@@ -269,14 +267,13 @@ class Map(MutableMapping):
             kpart = kview[done * ks:(done + part) * ks]
             vpart = vview[done * vs:(done + part) * vs]
             if batch_ok:
-                n[0] = part
-                ret = lib.bpf_map_update_batch(self.fd, ffi.from_buffer(kpart), ffi.from_buffer(vpart), n, opts)
-                if ret < 0 and -ret in _BATCH_UNSUPPORTED and done == 0 and n[0] == 0:
+                ret, n = self.ops.update_batch(self.fd, kpart, vpart, part, flags)
+                if ret < 0 and -ret in _BATCH_UNSUPPORTED and done == 0 and n == 0:
                     batch_ok = False
                     continue
                 if ret < 0:
                     raise self._error("BPF_MAP_UPDATE_BATCH", -ret,
-                                      f"batch update ({done + n[0]} of {count} entries written)")
+                                      f"batch update ({done + n} of {count} entries written)")
             else:
                 for i in range(part):
                     self.update_raw(bytes(kpart[i * ks:(i + 1) * ks]), bytes(vpart[i * vs:(i + 1) * vs]), flags)
@@ -292,23 +289,20 @@ class Map(MutableMapping):
         return self.delete_batch_buffer(b"".join(raw), len(raw), chunk=chunk)
 
     def delete_batch_buffer(self, keys: bytes, count: int, *, chunk: int = BATCH_CHUNK) -> int:
-        """Delete ``count`` keys given as one packed buffer."""
-        lib = require()
+        """Delete ``count`` keys given as one packed buffer (one at a time where the map has no
+        batch delete)."""
         ks = self.key_size
         view = memoryview(keys)
-        opts = ffi.new("struct bpf_map_batch_opts *", {"sz": ffi.sizeof("struct bpf_map_batch_opts")})
-        n = ffi.new("uint32_t *")
         done = 0
         while done < count:
             part = min(chunk, count - done)
             kpart = view[done * ks:(done + part) * ks]
-            n[0] = part
-            ret = lib.bpf_map_delete_batch(self.fd, ffi.from_buffer(kpart), n, opts)
-            if ret < 0 and -ret in _BATCH_UNSUPPORTED and n[0] == 0:
+            ret, n = self.ops.delete_batch(self.fd, kpart, part)
+            if ret < 0 and -ret in _BATCH_UNSUPPORTED and n == 0:
                 for i in range(part):
                     self.delete_raw(bytes(kpart[i * ks:(i + 1) * ks]))
             elif ret < 0:
-                raise self._error("BPF_MAP_DELETE_BATCH", -ret, f"batch delete ({done + n[0]} deleted)")
+                raise self._error("BPF_MAP_DELETE_BATCH", -ret, f"batch delete ({done + n} deleted)")
             done += part
         return done
 

@@ -1,11 +1,11 @@
 """Per-CPU maps: one value per possible CPU, with a helper to sum them."""
 from __future__ import annotations
 
+import errno as E
 import struct
 
 from xdpkit.btf import Record
-from xdpkit.errors import ConfigError
-from xdpkit.kernel import possible_cpus
+from xdpkit.errors import ConfigError, KernelError
 from xdpkit.maps.base import Map
 from xdpkit.maps.array import ArrayMap
 
@@ -37,7 +37,10 @@ class PerCpuMixin:
     @property
     def ncpus(self) -> int:
         if not hasattr(self, "_ncpus"):
-            self._ncpus = possible_cpus()
+            n = self.ops.possible_cpus()
+            if n <= 0:
+                raise KernelError("libbpf_num_possible_cpus", -n if n < 0 else E.EINVAL)
+            self._ncpus = n
         return self._ncpus
 
     @property

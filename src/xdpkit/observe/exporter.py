@@ -177,7 +177,7 @@ class XdpkitCollector:
 
         pinfo = program_info_by_id(att.id)
         attach = "bpf_link" if att.link_id else "netlink"
-        info.add_metric([att.ifname, str(att.ifindex), str(att.id), att.name, att.tag, att.mode, attach], 1)
+        info.add_metric([att.ifname, str(att.ifindex), str(att.id), att.name, att.tag, att.mode.value, attach], 1)
         runs.add_metric([att.ifname, str(att.id), att.name], pinfo.run_cnt)
         run_s.add_metric([att.ifname, str(att.id), att.name], pinfo.run_time_ns / 1e9)
         st_ids = stats_map_ids(att.maps)
@@ -187,16 +187,15 @@ class XdpkitCollector:
                 pkts[group].add_metric([att.ifname, slot], c.packets)
                 byts[group].add_metric([att.ifname, slot], c.bytes)
         for m in att.maps:
-            if m["id"] in st_ids.values() or m["type"] not in ("percpu_array", "percpu_hash",
-                                                               "lru_percpu_hash"):
+            if m.id in st_ids.values() or m.type not in ("percpu_array", "percpu_hash", "lru_percpu_hash"):
                 continue
-            keep.add(m["id"])
-            if m["id"] in self._not_counters:
+            keep.add(m.id)
+            if m.id in self._not_counters:
                 continue
-            mp = self._open(m["id"])
+            mp = self._open(m.id)
             if not is_counter_value(mp.value_codec):
-                self._maps.pop(m["id"]).close()
-                self._not_counters.add(m["id"])
+                self._maps.pop(m.id).close()
+                self._not_counters.add(m.id)
                 continue
             self._export_counter_map(att, mp, map_p, map_b)
         for fn in _APP_COLLECTORS:

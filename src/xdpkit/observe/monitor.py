@@ -17,11 +17,12 @@ import time
 from dataclasses import asdict, dataclass
 
 from xdpkit.errors import KernelError, NotFoundError, NotSupportedError, XdpkitError
+from xdpkit.kernel import VERDICT_NAMES
 
 #: Tracepoints in category "xdp", by the event number the BPF side uses (observe/monitor.h).
 EVENTS = ("xdp_exception", "xdp_redirect_err", "xdp_redirect_map_err", "xdp_devmap_xmit",
           "xdp_cpumap_enqueue", "xdp_cpumap_kthread")
-ACTIONS = ("XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT")
+ACTIONS = VERDICT_NAMES  # the action a tracepoint reports is an XDP verdict
 
 
 def program_for(event: str) -> str:

@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass, field
 
 from xdpkit.errors import AttachError, KernelError, NotFoundError, XdpkitError
+from xdpkit.kernel import BPF_STATS_SYSCTL, VERDICT_NAMES, kernel_name
 
 ETYPE_NAMES = ("other", "IPv4", "IPv6", "ARP", "VLAN", "LLDP", "MPLS")
 PROTO_NAMES = ("other", "TCP", "UDP", "ICMP", "ICMPv6", "non-IP")
-VERDICT_NAMES = ("XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT")
 
 #: group -> (map name in C, slot names by index). Order is the display order.
 GROUPS = {
@@ -26,8 +26,8 @@ GROUPS = {
     "proto": ("xdpkit_st_proto", PROTO_NAMES),
     "verdict": ("xdpkit_st_verdict", VERDICT_NAMES),
 }
-BPF_OBJ_NAME_LEN = 15  # the kernel keeps 15 characters: xdpkit_st_verdict is xdpkit_st_verdi
-_KERNEL_NAMES = {name[:BPF_OBJ_NAME_LEN]: group for group, (name, _) in GROUPS.items()}
+# the kernel keeps OBJ_NAME_LEN characters: xdpkit_st_verdict is xdpkit_st_verdi
+_KERNEL_NAMES = {kernel_name(name): group for group, (name, _) in GROUPS.items()}
 
 
 def slot_name(group: str, index: int) -> str:
@@ -35,13 +35,15 @@ def slot_name(group: str, index: int) -> str:
     return names[index] if index < len(names) else f"index{index}"
 
 
-def stats_map_ids(maps: list[dict]) -> dict[str, int]:
-    """group -> map id, from an Attachment's ``maps`` list (name, id, type)."""
+def stats_map_ids(maps) -> dict[str, int]:
+    """group -> map id, from an Attachment's ``maps`` (MapRef, or dicts with id, name, type)."""
+    from xdpkit.xdp import MapRef
+
     out = {}
-    for m in maps:
-        group = _KERNEL_NAMES.get(m.get("name", ""))
-        if group and m.get("type") == "percpu_array":
-            out[group] = m["id"]
+    for m in map(MapRef.of, maps):
+        group = _KERNEL_NAMES.get(m.name)
+        if group and m.type == "percpu_array":
+            out[group] = m.id
     return out
 
 
@@ -233,7 +235,7 @@ class StatsSession:
     def describe(self) -> dict:
         a = self.attachment
         return {"ifname": a.ifname, "ifindex": a.ifindex, "source": self.source,
-                "program": {"id": a.id, "name": a.name, "mode": a.mode}}
+                "program": {"id": a.id, "name": a.name, "mode": a.mode.value}}
 
     def read(self) -> Sample:
         if self.reader is None:
@@ -276,9 +278,6 @@ class StatsSession:
 
 
 # ---- kernel BPF run-time statistics (any program) ------------------------------------------
-
-BPF_STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
-
 
 def bpf_stats_sysctl() -> bool:
     try:

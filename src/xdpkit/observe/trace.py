@@ -264,8 +264,11 @@ class ProgramFilter:
                             hint="see the names with `xdpkit status`, or give a program id")
 
     def _name_ok(self, name: str) -> bool:
-        return name == self.name or (len(self.name) >= 15 and name[:15] == self.name[:15]) \
-            or (len(name) == 15 and self.name[:15] == name)
+        from xdpkit.kernel import OBJ_NAME_LEN, kernel_name
+
+        # the kernel's name is the first OBJ_NAME_LEN characters of the full (BTF) one
+        return name == self.name or (len(self.name) >= OBJ_NAME_LEN and kernel_name(name) == kernel_name(self.name)) \
+            or (len(name) == OBJ_NAME_LEN and kernel_name(self.name) == name)
 
     def matches(self, line: TraceLine) -> bool:
         for tag, name in getattr(line, "_progs", []):

@@ -28,7 +28,6 @@ from xdpkit import netns as _netns
 
 NETNS_PREFIX = "xdpkt-"
 PIN_DIRS = ("/sys/fs/bpf", "/run/xdpkit/bpffs")
-BPF_PROG_TYPE_XDP = 6
 LEAK_TIMEOUT = 5.0  # netns teardown and program release happen in kernel workqueues, later
 
 
@@ -103,7 +102,7 @@ def _xdp_programs() -> dict:
             info = kernel.program_info_by_id(pid)
         except XdpkitError:
             continue  # released while we looked
-        if info.type == BPF_PROG_TYPE_XDP:
+        if info.type == kernel.ProgType.XDP:
             out[pid] = info.name
     return out
 

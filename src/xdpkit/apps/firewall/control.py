@@ -23,7 +23,7 @@ from xdpkit.apps.handle import AppHandle, zero_array
 from xdpkit.apps.transaction import checkpoint
 from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, NotFoundError
-from xdpkit.kernel import bind_map
+from xdpkit.kernel import VERDICT_NAMES, bind_map, kernel_name
 from xdpkit.maps.percpu import summed_counters
 from xdpkit.object import ObjectSpec
 from xdpkit.textfile import read_text
@@ -31,7 +31,7 @@ from xdpkit.xdp import XdpMode
 
 PROGRAM = "xdpkit_firewall"
 REASONS = ("rule", "policy", "malformed", "non_ip", "rate_limited", "within_rate", "fragment")
-VERDICTS = ("XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT")
+VERDICTS = VERDICT_NAMES   # the stats header counts verdicts by their value
 _HASH4 = ("fw_src4_24", "fw_src4_32", "fw_dst4_24", "fw_dst4_32")
 _LPM6 = ("fw_src6", "fw_dst6")
 
@@ -455,7 +455,7 @@ class Firewall(AppHandle):
     def reset_counters(self) -> None:
         """Zero every counter (rules, reasons, verdicts) and forget rate-limit state."""
         for name in ("fw_counters", "fw_reasons", "xdpkit_st_etype", "xdpkit_st_proto", "xdpkit_st_verdict"):
-            m = self.maps.get(name[:15])
+            m = self.maps.get(kernel_name(name))
             if m is None:
                 continue
             zero = bytes(m.value_buf_size)

@@ -50,7 +50,7 @@
 #define ETH_P_LLDP 0x88CC
 #endif
 
-/* etype indexes (keep in sync with xdpkit/stats.py ETYPE_NAMES) */
+/* etype indexes (keep in sync with xdpkit/observe/stats.py ETYPE_NAMES) */
 #define XDPKIT_ST_ET_OTHER 0
 #define XDPKIT_ST_ET_IPV4 1
 #define XDPKIT_ST_ET_IPV6 2
@@ -60,7 +60,7 @@
 #define XDPKIT_ST_ET_MPLS 6
 #define XDPKIT_ST_ET_MAX 8 /* map size; 7 is spare */
 
-/* proto indexes (keep in sync with xdpkit/stats.py PROTO_NAMES) */
+/* proto indexes (keep in sync with xdpkit/observe/stats.py PROTO_NAMES) */
 #define XDPKIT_ST_P_OTHER 0
 #define XDPKIT_ST_P_TCP 1
 #define XDPKIT_ST_P_UDP 2
