@@ -75,7 +75,7 @@ def _owned_by_root(path: str) -> None:
     """Pins go only where no other user can write: a directory an ordinary user made (or a
     bpffs mounted world-writable by an older xdpkit) is refused, or made safe when we are root."""
     st = os.stat(path)
-    if st.st_uid == 0 and not st.st_mode & 0o022:
+    if st.st_uid in (0, os.geteuid()) and not st.st_mode & 0o022:
         return
     if os.geteuid() != 0:
         raise XdpkitError(f"{path} is writable by other users (owner uid {st.st_uid}, mode {st.st_mode & 0o7777:o})",
