@@ -14,6 +14,7 @@ from scapy.layers.l2 import Ether
 from xdpkit import ConfigError, Verdict
 from xdpkit.apps.firewall.control import Firewall
 from xdpkit.apps.firewall.rules import parse_config
+from tests.concurrent import apply_at_once
 
 pytestmark = pytest.mark.kernel
 
@@ -153,17 +154,6 @@ def test_a_signal_in_the_middle_leaves_the_old_rule_set(fw_a, netns, tmp_path, s
     assert prefix_entries(fw_a) == 1 and dirty(fw_a, 1 - fw_a.generation) == 0
 
 
-WRITER = """
-import sys
-from xdpkit.apps.firewall.control import Firewall
-from xdpkit.apps.firewall.rules import parse_config
-text = open(sys.argv[1]).read()
-with Firewall.open("xa") as fw:
-    for _ in range(int(sys.argv[2])):
-        fw.apply(parse_config(text))
-"""
-
-
 def test_two_writers_at_once_end_with_exactly_one_rule_set(fw_a, netns, tmp_path):
     confs = {}
     for name, net in (("a", "198.19.101.0/24"), ("b", "198.19.102.0/24")):
@@ -171,11 +161,8 @@ def test_two_writers_at_once_end_with_exactly_one_rule_set(fw_a, netns, tmp_path
         confs[name] = tmp_path / f"{name}.conf"
         confs[name].write_text(f"policy allow\ndeny src {net}\ndeny src 198.18.0.0/16 tcp dport 9\n")
     for _ in range(6):
-        procs = [subprocess.Popen(["ip", "netns", "exec", netns.name, sys.executable, "-c", WRITER,
-                                   str(confs[n]), "3"], stderr=subprocess.PIPE, text=True) for n in "ab"]
-        for p in procs:
-            _, err = p.communicate(timeout=120)
-            assert p.returncode == 0, err
+        apply_at_once(netns, "xdpkit.apps.firewall.control:Firewall", "xdpkit.apps.firewall.rules", "xa",
+                      [confs["a"], confs["b"]], 3)
         listed = [r.text for r in fw_a.ruleset().rules]
         drops_a = verdict(fw_a, udp("198.19.101.1")) == Verdict.XDP_DROP
         drops_b = verdict(fw_a, udp("198.19.102.1")) == Verdict.XDP_DROP

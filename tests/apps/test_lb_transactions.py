@@ -15,6 +15,7 @@ from xdpkit.apps import transaction
 from xdpkit.apps.lb.config import parse_config
 from xdpkit.apps.lb.control import Limits, LoadBalancer
 from xdpkit.apps.lb.maglev import next_prime
+from tests.concurrent import apply_at_once
 
 pytestmark = pytest.mark.kernel
 
@@ -117,27 +118,13 @@ def test_a_kept_vip_changes_its_table_with_the_switch(lb_a):
     assert {new_flow_backend(lb_a, next(_sport)) for _ in range(8)} == {"198.18.22.2"}
 
 
-WRITER = """
-import sys
-from xdpkit.apps.lb.config import parse_config
-from xdpkit.apps.lb.control import LoadBalancer
-text = open(sys.argv[1]).read()
-with LoadBalancer.open("la") as lb:
-    for _ in range(int(sys.argv[2])):
-        lb.apply(parse_config(text))
-"""
-
-
 def test_two_writers_at_once_end_with_one_config(lb_a, netns, tmp_path):
     confs = {"a": tmp_path / "a.toml", "b": tmp_path / "b.toml"}
     confs["a"].write_text(A)
     confs["b"].write_text(B)
     for _ in range(6):
-        procs = [subprocess.Popen(["ip", "netns", "exec", netns.name, sys.executable, "-c", WRITER,
-                                   str(confs[n]), "4"], stderr=subprocess.PIPE, text=True) for n in "ab"]
-        for p in procs:
-            _, err = p.communicate(timeout=120)
-            assert p.returncode == 0, err
+        apply_at_once(netns, "xdpkit.apps.lb.control:LoadBalancer", "xdpkit.apps.lb.config", "la",
+                      [confs["a"], confs["b"]], 4)
         listed = lb_a.config().vips[0].backends[0].address
         assert listed in ("198.18.21.2", "198.18.22.2")
         assert_in_force(lb_a, listed)
