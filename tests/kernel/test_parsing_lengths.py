@@ -202,3 +202,36 @@ def test_padded_tcp_syn_still_matches_port_rule(fw):
     frame = _pad_to(v4() / TCP(dport=22, flags="S"), 60)  # 54 bytes on the wire, padded to 60
     assert run(fw, frame) is Verdict.XDP_DROP
     assert reasons(fw)["malformed"] == 0
+
+
+# ---- edges the README now states (issue 15) ----------------------------------------------------
+
+def test_an_icmp_header_must_be_complete(fw):
+    """ICMP/ICMPv6 need type, code and checksum (4 bytes); fewer is malformed, not a match."""
+    use(fw, "policy allow\ndeny icmp icmp-type 8\n")
+    whole = bytes(v4(proto=1) / b"\x08\x00\xf7\xff")
+    for cut in (1, 2, 3):
+        frame = bytes(v4(proto=1, len=20 + cut)) + b"\x08\x00\xf7"[:cut]
+        assert run(fw, frame) == Verdict.XDP_DROP
+    assert reasons(fw).get("malformed", 0) == 3 and reasons(fw).get("rule", 0) == 0
+    assert run(fw, whole) == Verdict.XDP_DROP and reasons(fw)["rule"] == 1
+
+
+def test_six_ipv6_extension_headers_are_followed_and_seven_are_malformed(fw):
+    use(fw, "policy allow\ndeny udp dport 53\n")
+    six = v6() / (IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt() /
+                  IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt()) / UDP(dport=53) / b"x"
+    seven = v6() / (IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt() /
+                    IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt()) / UDP(dport=53) / b"x"
+    assert run(fw, six) == Verdict.XDP_DROP and reasons(fw).get("rule", 0) == 1
+    assert run(fw, seven) == Verdict.XDP_DROP and reasons(fw).get("malformed", 0) == 1
+
+
+def test_more_than_two_vlan_tags_are_non_ip(fw):
+    from scapy.layers.l2 import Dot1Q
+    use(fw, "policy deny\nnon-ip pass\n")
+    three = Ether(**E) / Dot1Q(vlan=1) / Dot1Q(vlan=2) / Dot1Q(vlan=3) / IP(src="198.18.1.2", dst="198.18.2.2") / UDP()
+    two = Ether(**E) / Dot1Q(vlan=1) / Dot1Q(vlan=2) / IP(src="198.18.1.2", dst="198.18.2.2") / UDP()
+    assert run(fw, three) == Verdict.XDP_PASS
+    assert fw.stats()["reasons"]["non_ip"]["packets"] == 1
+    assert run(fw, two) == Verdict.XDP_DROP and reasons(fw)["policy"] == 1

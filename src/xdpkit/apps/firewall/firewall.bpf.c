@@ -453,7 +453,7 @@ __noinline int fw_parse(struct xdp_md *ctx, struct fw_pkt *p)
 	} else if (l4 == IPPROTO_ICMP || l4 == IPPROTO_ICMPV6) {
 		__u8 *type = c.pos;
 
-		if ((void *)(type + 1) > c.end)
+		if ((void *)(type + 4) > c.end) /* type, code, checksum: a complete ICMP header */
 			goto malformed;
 		p->icmp = *type;
 	}

@@ -174,7 +174,16 @@ static __always_inline int xdpkit_parse_ipv6(struct xdpkit_cursor *c, struct ipv
 			return next;
 		}
 	}
-	return XDPKIT_PARSE_MALFORMED; /* too many extension headers */
+	/* XDPKIT_MAX_IPV6_EXT extension headers parsed: what follows them must be the upper layer */
+	switch (next) {
+	case IPPROTO_HOPOPTS:
+	case IPPROTO_ROUTING:
+	case IPPROTO_DSTOPTS:
+	case IPPROTO_FRAGMENT:
+		return XDPKIT_PARSE_MALFORMED; /* more extension headers than we follow */
+	default:
+		return next;
+	}
 }
 
 static __always_inline int xdpkit_parse_udp(struct xdpkit_cursor *c, struct udphdr **udph)
