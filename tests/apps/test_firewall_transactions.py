@@ -12,7 +12,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from xdpkit import ConfigError, Verdict
-from xdpkit.apps.firewall.control import Firewall
+from xdpkit.apps.firewall.control import _GEN, _GEN_DIRTY, _GEN_ENTRIES, Firewall
 from xdpkit.apps.firewall.rules import parse_config
 from tests.concurrent import apply_at_once
 
@@ -53,7 +53,7 @@ def prefix_entries(fw) -> int:
 
 
 def dirty(fw, gen) -> int:
-    return fw._gen_info(gen)[-1]
+    return fw._gen_info(gen)[_GEN_DIRTY]
 
 
 @pytest.fixture
@@ -83,15 +83,36 @@ def test_a_config_that_fails_validation_changes_nothing(fw_a, tmp_path, netns):
     assert r.returncode == 1 and "rule 1: rule is" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_a_kernel_refusal_part_way_rolls_back(netns):
+A512 = "policy allow\ndeny src 198.18.0.0/15 udp dport 53\n"       # 512 /24 blocks
+B512 = "policy allow\ndeny src 198.18.0.0/15 tcp dport 80\n"       # 512 more: 1,024 > 1,000
+
+
+def test_an_apply_without_room_for_both_sets_is_refused_before_writing(netns):
     netns.veth("xa", "xb")
-    a = "policy allow\ndeny src 198.18.0.0/15 udp dport 53\n"       # 512 /24 blocks
-    b = "policy allow\ndeny src 198.18.0.0/15 tcp dport 80\n"       # 512 more: 1,024 > 1,000
-    fw = Firewall.load("xa", parse_config(a), mode="generic", prefix_entries=1000)
+    fw = Firewall.load("xa", parse_config(A512), mode="generic", prefix_entries=1000)
     try:
+        with pytest.raises(ConfigError, match="fw_src4_24 holds 1,000 entries; the rule set in force uses 512"):
+            fw.apply(parse_config(B512))
+        assert prefix_entries(fw) == 512 and dirty(fw, 1 - fw.generation) == 0
+        assert verdict(fw, udp()) == Verdict.XDP_DROP and verdict(fw, tcp()) == Verdict.XDP_PASS
+    finally:
+        Firewall.unload("xa")
+        fw.close()
+
+
+def test_a_kernel_refusal_part_way_rolls_back(netns):
+    """The kernel refuses part-way (E2BIG): as for a firewall an older xdpkit loaded, which kept
+    no entry counts, so the room check cannot see the set in force."""
+    netns.veth("xa", "xb")
+    fw = Firewall.load("xa", parse_config(A512), mode="generic", prefix_entries=1000)
+    try:
+        gen = fw.generation
+        info = list(fw._gen_info(gen))
+        info[_GEN_ENTRIES] = [0, 0, 0, 0]
+        fw._map("fw_gen").update_raw(gen.to_bytes(4, "little"), _GEN.pack(*info))
         verdict(fw, udp())
         with pytest.raises(Exception) as exc:
-            fw.apply(parse_config(b))
+            fw.apply(parse_config(B512))
         assert "E2BIG" in str(exc.value) or "ENOSPC" in str(exc.value) or "ENOMEM" in str(exc.value)
         assert [r.text for r in fw.ruleset().rules] == ["deny src 198.18.0.0/15 udp dport 53"]
         assert fw.stats()["rules"][0]["packets"] == 1

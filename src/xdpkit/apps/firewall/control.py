@@ -39,9 +39,10 @@ _LPM6 = ("fw_src6", "fw_dst6")
 # tests/unit/test_layouts.py checks every one against the BTF of the shipped object.
 _U32 = struct.Struct("<I")             # __u32: array indexes, prefix /24 keys, class numbers
 _ACTIVE = struct.Struct("<I")          # struct fw_active {gen}
-_GEN = struct.Struct("<7IBBBB")        # struct fw_gen {nrules, nwords, fields, src_default4,
+_GEN = struct.Struct("<7IBBBB4I")      # struct fw_gen {nrules, nwords, fields, src_default4,
                                        #   src_default6, dst_default4, dst_default6, policy_drop,
-                                       #   malformed_drop, non_ip_drop, dirty}
+                                       #   malformed_drop, non_ip_drop, dirty, entries[4]}
+_GEN_DIRTY, _GEN_ENTRIES = 10, slice(11, 15)  # entries: in _HASH4's order
 _RULE = struct.Struct("<IBBBBQQQQ")    # struct fw_rule {slot, drop, per_source, rated, pad,
                                        #   pps_interval, pps_tau, byte_ns_x1k, bps_tau}
 _TEXT = struct.Struct("<I508s")        # struct fw_text {len, text[508]}
@@ -212,7 +213,7 @@ class Firewall(AppHandle):
     def ruleset(self) -> RuleSet:
         """The rule set in force, rebuilt from the kernel."""
         gen = self.generation
-        nrules, _nw, _f, _s4, _s6, _d4, _d6, pol, mal, nonip, _dirty = self._gen_info(gen)
+        nrules, _nw, _f, _s4, _s6, _d4, _d6, pol, mal, nonip = self._gen_info(gen)[:_GEN_DIRTY]
         rs = RuleSet(policy="deny" if pol else "allow", malformed="drop" if mal else "pass",
                      non_ip="drop" if nonip else "pass")
         texts = self._map("fw_text")
@@ -254,8 +255,9 @@ class Firewall(AppHandle):
         p.check_fits(self._capacity())
         old = self.generation
         new = 1 - old
+        self._check_room(p, old)
         slots, fresh, reused = self._assign_slots(p.compiled, old)
-        if self._gen_info(new)[-1]:
+        if self._gen_info(new)[_GEN_DIRTY]:
             self._clear(new)  # left behind by an apply that failed or was killed
         self._set_dirty(new)
         try:
@@ -311,10 +313,27 @@ class Firewall(AppHandle):
             tats.update_raw(_U32.pack(s), bytes(tats.value_buf_size))
         self._forget_sources(set(slots))
 
+    def _check_room(self, p: Plan, old: int) -> None:
+        """The IPv4 prefix tables hold both generations during an apply: the set in force
+        until the flip, the new one from the first write. ConfigError before any write."""
+        in_force = self._gen_info(old)[_GEN_ENTRIES]
+        tables = p.tables()
+        for name, held in zip(_HASH4, in_force):
+            cap, need = self._map(name).max_entries, len(tables[name])
+            if held + need > cap:
+                raise ConfigError(
+                    f"{name} holds {cap:,} entries; the rule set in force uses {held:,} and this one "
+                    f"needs {need:,}, and during an apply both must fit",
+                    hint="apply a smaller set, or unload and load the firewall with this one "
+                         "(a load needs room for one set only)")
+
     def _set_dirty(self, gen: int, dirty: bool = True) -> None:
-        """fw_gen.dirty of a generation packets do not read: it may hold prefix entries."""
+        """fw_gen.dirty of a generation packets do not read: it may hold prefix entries (a
+        clean generation holds none, so its entry counts are zero)."""
         info = list(self._gen_info(gen))
-        info[-1] = int(dirty)
+        info[_GEN_DIRTY] = int(dirty)
+        if not dirty:
+            info[_GEN_ENTRIES] = [0, 0, 0, 0]
         self._map("fw_gen").update_raw(_U32.pack(gen), _GEN.pack(*info))
 
     def _forget_sources(self, slots: set[int]) -> None:
@@ -387,9 +406,11 @@ class Firewall(AppHandle):
                          for (addr, plen), v in table.items()]
                 m.update_batch_raw(pairs)
                 step(len(pairs))
+        tables = p.tables()
         self._map("fw_gen").update_raw(_U32.pack(gen), _GEN.pack(
             len(c.rules), c.nwords, c.fields, c.src_default4, c.src_default6, c.dst_default4,
-            c.dst_default6, c.policy_drop, c.malformed_drop, c.non_ip_drop, 1))
+            c.dst_default6, c.policy_drop, c.malformed_drop, c.non_ip_drop, 1,
+            *(len(tables[name]) for name in _HASH4)))
         return total
 
     def _clear(self, gen: int) -> None:

@@ -50,6 +50,9 @@ struct fw_gen {
 	__u8 dirty;           /* control plane only: this generation may hold prefix entries that
 	                       * an apply left behind (it failed or was killed); packets never
 	                       * read it, and the next apply removes them before writing */
+	__u32 entries[4];     /* control plane only: entries this generation holds in fw_src4_24,
+	                       * fw_src4_32, fw_dst4_24, fw_dst4_32 (an apply needs room for the
+	                       * set in force and the new one at once, and checks it first) */
 };
 
 struct fw_active {
