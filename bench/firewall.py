@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from xdpkit.lab import bench, trafficgen as tg
-from xdpkit._sys import netns as xns
+from xdpkit import netns as xns
 from xdpkit.apps.firewall.control import Firewall
 from xdpkit.apps.firewall.rules import parse_config
 from xdpkit.lab import add_veth, lo_up

@@ -22,7 +22,7 @@ import sys
 import time
 
 from xdpkit.lab import bench, trafficgen as tg
-from xdpkit._sys import netns as xns
+from xdpkit import netns as xns
 from xdpkit.apps.lb import maglev
 from xdpkit.apps.lb.config import parse_config
 from xdpkit.apps.lb.control import LoadBalancer, Limits

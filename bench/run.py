@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 
 from xdpkit.lab import bench, trafficgen as tg
-from xdpkit._sys import netns as xns
+import xdpkit
+from xdpkit import netns as xns
 from xdpkit.bpffs import pin_root
 from xdpkit.builtin import builtin_object
 
@@ -26,7 +27,7 @@ sys.path.insert(0, str(HERE))
 import firewall  # noqa: E402  (bench/firewall.py)
 import lb  # noqa: E402  (bench/lb.py)
 import observe  # noqa: E402  (bench/observe.py)
-EXAMPLES = Path(bench.__file__).parent / "examples"
+EXAMPLES = Path(xdpkit.__file__).parent / "examples"
 RESULTS = HERE / "results"
 ROUNDS = 5
 
@@ -101,7 +102,7 @@ def _sample_cost_us(pair) -> float:
     directly (the A/B rate comparison below is within this VM's run-to-run noise)."""
     import time
 
-    from xdpkit._sys.ethtool import StatsReader
+    from xdpkit.interfaces import StatsReader
 
     with xns.inside(pair.rx):
         stats = StatsReader("r0")
