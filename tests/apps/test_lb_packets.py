@@ -171,6 +171,25 @@ def test_truncated_packets_pass_and_are_counted(lb):
     assert lb.stats()["events"]["malformed"]["packets"] == before + 1
 
 
+@pytest.mark.parametrize("frame", [
+    bytes(Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src="198.18.10.2", dst=VIP4, len=1500) / TCP(dport=80)),
+    bytes(Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src="198.18.10.2", dst=VIP4, len=0) / TCP(dport=80)),
+    bytes(Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src="198.18.10.2", dst=VIP4, len=19) / TCP(dport=80)),
+    bytes(Ether(src=CLIENT_MAC, dst=LB_MAC) / IPv6(src="2001:db8:10::2", dst=VIP6, plen=900) / UDP(dport=5000)),
+], ids=["v4-len-past-frame", "v4-len-0", "v4-len-below-header", "v6-payload-past-frame"])
+def test_ip_lengths_that_do_not_fit_are_malformed_not_balanced(lb, frame):
+    before = lb.stats()["events"].get("malformed", {}).get("packets", 0)
+    res = run(lb, frame)
+    assert res.verdict == Verdict.XDP_PASS and res.data == frame
+    assert lb.stats()["events"]["malformed"]["packets"] == before + 1
+
+
+def test_ethernet_padding_after_a_vip_packet_is_balanced(lb):
+    frame = bytes(Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src="198.18.10.2", dst=VIP4) / TCP(dport=80, flags="S"))
+    padded = frame + b"\0" * (60 - len(frame)) if len(frame) < 60 else frame + b"\0" * 6
+    assert run(lb, padded).verdict == Verdict.XDP_TX
+
+
 def test_flows_stick_when_the_pool_changes(lb):
     flows = [tcp4(sport=20000 + i) for i in range(300)]
     first = [Ether(run(lb, f).data)[IP].dst for f in flows]

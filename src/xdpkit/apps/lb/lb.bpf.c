@@ -352,6 +352,9 @@ int xdpkit_lb(struct xdp_md *ctx)
 		if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
 			return lb_event(LB_EV_NOT_VIP, l3_len, XDP_PASS);
 		hlen = ip->ihl * 4;
+		/* the total length must cover the header and fit the frame (padding after it is fine) */
+		if (bpf_ntohs(ip->tot_len) < hlen || (void *)ip + bpf_ntohs(ip->tot_len) > data_end)
+			return lb_event(LB_EV_MALFORMED, l3_len, XDP_PASS);
 		ihl5 = hlen == sizeof(*ip);
 		fk.family = LB_FAMILY_V4;
 		fk.proto = ip->protocol;
@@ -365,7 +368,8 @@ int xdpkit_lb(struct xdp_md *ctx)
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 		__u8 next;
 
-		if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
+		if ((void *)(ip6 + 1) > data_end || ip6->version != 6 ||
+		    (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len) > data_end)
 			return lb_event(LB_EV_MALFORMED, l3_len, XDP_PASS);
 		next = ip6->nexthdr;
 		ports = (void *)(ip6 + 1);
