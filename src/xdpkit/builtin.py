@@ -11,12 +11,11 @@ clang the shipped object is used, with a warning.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
 
-from xdpkit.compile import compile_file, compile_with_deps, default_cflags, find_clang
+from xdpkit.compile import compile_file, compile_with_deps, default_cflags, files_unchanged, find_clang
 from xdpkit.errors import NotFoundError, NotSupportedError
 
 PACKAGE_DIR = Path(__file__).parent
@@ -44,10 +43,6 @@ def _flags_fingerprint() -> str:
     return " ".join(default_cflags()).replace(str(PACKAGE_DIR), "$PACKAGE")
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def prebuilt_current(src: Path) -> bool:
     """True when the shipped object was built from exactly the package files there now."""
     if not prebuilt_path(src).is_file():
@@ -57,7 +52,7 @@ def prebuilt_current(src: Path) -> bool:
         inputs = manifest["inputs"]
         if manifest["flags"] != _flags_fingerprint() or src.relative_to(PACKAGE_DIR).as_posix() not in inputs:
             return False
-        return all(_sha256(PACKAGE_DIR / rel) == digest for rel, digest in inputs.items())
+        return files_unchanged(inputs, PACKAGE_DIR)
     except (OSError, ValueError, KeyError, TypeError):
         return False
 

@@ -54,6 +54,7 @@ def clang_version(clang: str) -> str:
 #: (<linux/if.h>, pulled in by <linux/icmp.h>, wants <sys/socket.h> for struct sockaddr).
 SHIM_DIR = Path(__file__).parent / "bpf" / "shim"
 
+
 def uapi_dirs() -> dict[str, Path]:
     """The top-level header folders a BPF program may include, and where they live.
 
@@ -150,10 +151,22 @@ def _read_depfile(path: Path) -> list[str]:
     return [d for d in re.split(r"(?<!\\)\s+", deps) if d]
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    return _sha256(Path(path).read_bytes())
+
+
+def files_unchanged(recorded: dict[str, str], root: Path | None = None) -> bool:
+    """True while every recorded file (a path, relative to ``root`` if given) still has its
+    recorded sha256: what decides whether a cached or shipped object is current."""
+    try:
+        return all(file_sha256(root / p if root else p) == h for p, h in recorded.items())
+    except OSError:
+        return False
+
+
 def _deps_current(manifest: Path) -> bool:
     try:
-        recorded = json.loads(manifest.read_text())["deps"]
-        return all(_sha256(Path(p).read_bytes()) == h for p, h in recorded.items())
+        return files_unchanged(json.loads(manifest.read_text())["deps"])
     except (OSError, ValueError, KeyError):
         return False
 
@@ -190,22 +203,29 @@ def _run_clang(clang: str, flags: list[str], src: Path, obj: Path, tmp: Path) ->
         for name, real in uapi_dirs().items():  # name the real header, not our link to it
             diagnostics = diagnostics.replace(f"{uapi}/{name}/", f"{real}/")
         raise CompileError(str(src), diagnostics, hint=_hint_for(diagnostics))
-    return {str(Path(d).resolve()): _sha256(Path(d).read_bytes())
-            for d in _read_depfile(depfile) if Path(d).is_file()}
+    return {str(Path(d).resolve()): file_sha256(d) for d in _read_depfile(depfile) if Path(d).is_file()}
 
 
 def compile_with_deps(source: str | os.PathLike, output: str | os.PathLike,
                       *, cflags: list[str] | None = None,
                       include_dirs: list[str] | None = None) -> dict[str, str]:
     """Compile ``source`` to ``output`` (no cache); return the included files and their sha256."""
+    src, clang, flags = _prepare(source, cflags, include_dirs)
+    return _compile_to(clang, flags, src, Path(output))
+
+
+def _prepare(source, cflags, include_dirs) -> tuple[Path, str, list[str]]:
     src = Path(source)
     if not src.is_file():
         raise NotFoundError(f"no such source file: {src}")
-    clang = find_clang()
+    return src, find_clang(), _flags(src, cflags, include_dirs)
+
+
+def _compile_to(clang: str, flags: list[str], src: Path, dest: Path) -> dict[str, str]:
     with tempfile.TemporaryDirectory(prefix="xdpkit-cc-") as tmp:
         obj = Path(tmp) / "out.o"
-        deps = _run_clang(clang, _flags(src, cflags, include_dirs), src, obj, Path(tmp))
-        _publish(obj, Path(output))
+        deps = _run_clang(clang, flags, src, obj, Path(tmp))
+        _publish(obj, dest)
     return deps
 
 
@@ -229,11 +249,7 @@ def compile_file(source: str | os.PathLike, output: str | os.PathLike | None = N
     Without ``output`` the object goes to the content-addressed cache. Raises CompileError with
     clang's diagnostics (file:line: error: message) when clang fails.
     """
-    src = Path(source)
-    if not src.is_file():
-        raise NotFoundError(f"no such source file: {src}")
-    clang = find_clang()
-    flags = _flags(src, cflags, include_dirs)
+    src, clang, flags = _prepare(source, cflags, include_dirs)
     text = src.read_bytes()
     uapi = " ".join(f"{name}={path}" for name, path in sorted(uapi_dirs().items()))
     key = _sha256(b"\0".join([text, " ".join(flags).encode(), uapi.encode(),
@@ -251,15 +267,12 @@ def compile_file(source: str | os.PathLike, output: str | os.PathLike | None = N
     except OSError as exc:
         raise NotSupportedError(f"a compile cache ({cached.parent}: {exc.strerror})",
                                 hint="set XDPKIT_CACHE_DIR to a writable folder") from None
-    with tempfile.TemporaryDirectory(prefix="xdpkit-cc-") as tmp:
-        obj = Path(tmp) / "out.o"
-        deps = _run_clang(clang, flags, src, obj, Path(tmp))
-        _publish(obj, cached)
-        manifest.write_text(json.dumps({"source": str(src.resolve()), "deps": deps}))
-        if output is not None:
-            shutil.copyfile(obj, output)
-            return Path(output)
-    return cached
+    deps = _compile_to(clang, flags, src, cached)
+    manifest.write_text(json.dumps({"source": str(src.resolve()), "deps": deps}))
+    if output is None:
+        return cached
+    shutil.copyfile(cached, output)
+    return Path(output)
 
 
 def is_source(path: str | os.PathLike) -> bool:

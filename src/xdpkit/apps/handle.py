@@ -55,14 +55,17 @@ class AppHandle:
         return cls(ifname, {kernel_name(m.name): m for m in obj.maps.values()}, obj=obj, prog_id=prog.id)
 
     @classmethod
-    def open(cls, iface):
-        """The app attached to ``iface`` by any earlier process."""
+    def open(cls, iface, *, on_wait=None):
+        """The app attached to ``iface`` by any earlier process. ``on_wait(message)`` is told
+        when one of its changes has to wait for another writer (see ``transaction``)."""
         ifname = nl.ifname_of(nl.ifindex_of(iface))
         att = cls._attachment(ifname)
         if att is None:
             raise NotFoundError(f"no xdpkit {cls.KIND} on {ifname}",
                                 hint=f"load one: xdpkit {cls.COMMAND} load {ifname}")
-        return cls.from_attachment(att)
+        handle = cls.from_attachment(att)
+        handle.on_wait = on_wait
+        return handle
 
     @classmethod
     def unload(cls, iface) -> None:

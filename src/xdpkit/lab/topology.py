@@ -296,10 +296,13 @@ class Lab:
         if missing:
             return [f"namespace {n} missing" for n in missing]
         out = []
+        links: dict[str, dict] = {}  # one dump per namespace (this runs in a polling loop)
         for iface in _IFACES:
             ns = self.ns(iface.role)
-            with netns.inside(ns):
-                link = next((ln for ln in interfaces.link_states() if ln.ifname == iface.ifname), None)
+            if ns not in links:
+                with netns.inside(ns):
+                    links[ns] = {ln.ifname: ln for ln in interfaces.link_states()}
+            link = links[ns].get(iface.ifname)
             if link is None:
                 out.append(f"{ns}: no interface {iface.ifname}")
                 continue

@@ -39,15 +39,10 @@ class Probe:
         return asdict(self)
 
 
-def _btf_has_tracepoint(event: str) -> bool:
-    from xdpkit.kernel import vmlinux_has_tracepoint
-
-    return vmlinux_has_tracepoint(event)
-
-
 def probe(events=EVENTS) -> list[Probe]:
     """Whether each tracepoint exists here (tracefs; the kernel's BTF when tracefs is unavailable)."""
     from xdpkit.features import tracepoint_exists
+    from xdpkit.kernel import vmlinux_has_tracepoint
 
     out = []
     for ev in events:
@@ -55,7 +50,7 @@ def probe(events=EVENTS) -> list[Probe]:
             ok = tracepoint_exists("xdp", ev)
             detail = "" if ok else "no such tracepoint in this kernel"
         except XdpkitError as exc:  # tracefs cannot be mounted: the BTF typedef is as good here
-            ok = _btf_has_tracepoint(ev)
+            ok = vmlinux_has_tracepoint(ev)
             detail = f"checked in BTF ({exc})" if ok else f"not in this kernel's BTF ({exc})"
         out.append(Probe(ev, ok, detail))
     return out

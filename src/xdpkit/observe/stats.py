@@ -14,7 +14,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
-from xdpkit.errors import AttachError, KernelError, NotFoundError, XdpkitError
+from xdpkit.errors import AttachError, NotFoundError, XdpkitError
 from xdpkit.kernel import BPF_STATS_SYSCTL, VERDICT_NAMES, kernel_name
 
 ETYPE_NAMES = ("other", "IPv4", "IPv6", "ARP", "VLAN", "LLDP", "MPLS")

@@ -18,7 +18,6 @@ def int_range(lo: int, hi: int | None = None):
             raise argparse.ArgumentTypeError(
                 f"{value} is out of range {lo}..{hi}" if hi is not None else f"{value} is below {lo}")
         return value
-    parse.__name__ = "integer"
     return parse
 
 

@@ -67,13 +67,6 @@ def _progress(done: int, total: int) -> None:
         info(f"  {done:,}/{total:,} table entries ({100 * done // max(total, 1)}%)")
 
 
-def _open(iface) -> Firewall:
-    """The Firewall on ``iface``; a change that waits for another writer says so."""
-    app = Firewall.open(iface)
-    app.on_wait = info
-    return app
-
-
 def cmd_load(args) -> int:
     rs = load_config_file(args.config) if args.config else RuleSet()
     fw = Firewall.load(args.iface, rs, mode=args.mode, force=args.force, progress=_progress)
@@ -104,7 +97,7 @@ def cmd_check(args) -> int:
 
 def cmd_apply(args) -> int:
     rs = load_config_file(args.config)  # a bad line fails here: nothing is applied
-    with _open(args.iface) as fw:
+    with Firewall.open(args.iface, on_wait=info) as fw:
         res = fw.apply(rs, progress=_progress)
     if args.json:
         emit_json(res.__dict__)
@@ -117,19 +110,19 @@ def cmd_apply(args) -> int:
 def cmd_rule_add(args) -> int:
     text = " ".join(args.rule)
     parse_rule(text)  # clear error before touching the kernel
-    with _open(args.iface) as fw:
+    with Firewall.open(args.iface, on_wait=info) as fw:
         fw.add_rule(text, position=args.at)
     return 0
 
 
 def cmd_rule_del(args) -> int:
-    with _open(args.iface) as fw:
+    with Firewall.open(args.iface, on_wait=info) as fw:
         fw.delete_rule(" ".join(args.rule))
     return 0
 
 
 def cmd_rule_list(args) -> int:
-    with _open(args.iface) as fw:
+    with Firewall.open(args.iface) as fw:
         rs = fw.ruleset()
     if args.json:
         emit_json({"policy": rs.policy, "malformed": rs.malformed, "non_ip": rs.non_ip,
@@ -151,5 +144,5 @@ def _print_stats(s: dict) -> None:
 
 
 def cmd_stats(args) -> int:
-    with _open(args.iface) as fw:
+    with Firewall.open(args.iface) as fw:
         return show_repeatedly(fw.stats, _print_stats, as_json=args.json, watch=args.watch, count=args.count)

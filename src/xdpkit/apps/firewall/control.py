@@ -111,13 +111,6 @@ class Plan:
         return {"fw_src4_24": c.src4_24, "fw_src4_32": c.src4_32, "fw_dst4_24": c.dst4_24,
                 "fw_dst4_32": c.dst4_32, "fw_src6": c.src6, "fw_dst6": c.dst6}
 
-    def check_fits(self, capacity: dict[str, int]) -> None:
-        """ConfigError unless each prefix table fits its map (map name -> max entries)."""
-        for name, table in self.tables().items():
-            cap = capacity.get(name)
-            if cap is not None and len(table) > cap:
-                raise ConfigError(f"the rule set needs {len(table):,} entries in {name}; it holds {cap:,}",
-                                  hint="use fewer or shorter prefixes, or load the firewall with larger tables")
 
 
 def plan(ruleset: RuleSet) -> Plan:
@@ -247,12 +240,8 @@ class Firewall(AppHandle):
         with self.transaction():
             return self._apply(planned, progress)
 
-    def _capacity(self) -> dict[str, int]:
-        return {name: self._map(name).max_entries for name in (*_HASH4, *_LPM6)}
-
     def _apply(self, p: Plan, progress) -> ApplyResult:
         t0 = time.monotonic()
-        p.check_fits(self._capacity())
         old = self.generation
         new = 1 - old
         self._check_room(p, old)
@@ -314,12 +303,15 @@ class Firewall(AppHandle):
         self._forget_sources(set(slots))
 
     def _check_room(self, p: Plan, old: int) -> None:
-        """The IPv4 prefix tables hold both generations during an apply: the set in force
-        until the flip, the new one from the first write. ConfigError before any write."""
-        in_force = self._gen_info(old)[_GEN_ENTRIES]
-        tables = p.tables()
-        for name, held in zip(_HASH4, in_force):
-            cap, need = self._map(name).max_entries, len(tables[name])
+        """Each prefix table must hold the new set, and the IPv4 ones hold both generations
+        during an apply: the set in force until the flip, the new one from the first write
+        (fw_gen counts theirs; the IPv6 tries keep no count). ConfigError before any write."""
+        in_force = dict(zip(_HASH4, self._gen_info(old)[_GEN_ENTRIES]))
+        for name, table in p.tables().items():
+            held, cap, need = in_force.get(name, 0), self._map(name).max_entries, len(table)
+            if need > cap:
+                raise ConfigError(f"the rule set needs {need:,} entries in {name}; it holds {cap:,}",
+                                  hint="use fewer or shorter prefixes, or load the firewall with larger tables")
             if held + need > cap:
                 raise ConfigError(
                     f"{name} holds {cap:,} entries; the rule set in force uses {held:,} and this one "
@@ -499,7 +491,7 @@ class Firewall(AppHandle):
         reasons = {REASONS[k]: {"packets": pk, "bytes": by}
                    for k, (pk, by) in summed_counters(self._map("fw_reasons")).items() if k < len(REASONS)}
         verdicts = {}
-        vmap = self.maps.get("xdpkit_st_verdi")
+        vmap = self.maps.get(kernel_name("xdpkit_st_verdict"))
         if vmap is not None:
             verdicts = {VERDICTS[k]: {"packets": pk, "bytes": by}
                         for k, (pk, by) in summed_counters(vmap).items() if k < len(VERDICTS)}

@@ -19,7 +19,6 @@ def _iface(p, *more):
 
 
 weight = int_range(0, MAX_WEIGHT)
-weight.__name__ = "weight"
 
 
 def register(sub) -> None:
@@ -131,13 +130,6 @@ def register(sub) -> None:
     r.set_defaults(func=cmd_decap_stats)
 
 
-def _open(iface) -> LoadBalancer:
-    """The LoadBalancer on ``iface``; a change that waits for another writer says so."""
-    app = LoadBalancer.open(iface)
-    app.on_wait = info
-    return app
-
-
 def cmd_load(args) -> int:
     cfg = load_config_file(args.config) if args.config else None
     limits = Limits(vips=args.max_vips, backends=args.max_backends, ring=args.ring, flows=args.flows)
@@ -168,7 +160,7 @@ def _report(res, args) -> int:
 
 def cmd_apply(args) -> int:
     cfg = load_config_file(args.config)  # errors here: nothing applied
-    with _open(args.iface) as lb:
+    with LoadBalancer.open(args.iface, on_wait=info) as lb:
         return _report(lb.apply(cfg), args)
 
 
@@ -196,17 +188,17 @@ def cmd_vip_add(args) -> int:
     proto, address, port = parse_vip_key(args.vip)
     vip = VipConfig(address=address, protocol=proto, port=port, hash=args.hash, table_size=args.table_size,
                     backends=tuple(_backend_arg(b) for b in args.backend))
-    with _open(args.iface) as lb:
+    with LoadBalancer.open(args.iface, on_wait=info) as lb:
         return _report(lb.add_vip(vip), args)
 
 
 def cmd_vip_del(args) -> int:
-    with _open(args.iface) as lb:
+    with LoadBalancer.open(args.iface, on_wait=info) as lb:
         return _report(lb.delete_vip(args.vip), args)
 
 
 def cmd_vip_list(args) -> int:
-    with _open(args.iface) as lb:
+    with LoadBalancer.open(args.iface) as lb:
         s = lb.stats()
     if args.json:
         emit_json(s["vips"])
@@ -222,22 +214,22 @@ def cmd_vip_list(args) -> int:
 def cmd_backend_add(args) -> int:
     parse_vip_key(args.vip)  # clear errors before touching the kernel
     parse_backend({"address": args.address, "weight": args.weight}, "backend")
-    with _open(args.iface) as lb:
+    with LoadBalancer.open(args.iface, on_wait=info) as lb:
         return _report(lb.add_backend(args.vip, args.address, args.weight), args)
 
 
 def cmd_backend_del(args) -> int:
-    with _open(args.iface) as lb:
+    with LoadBalancer.open(args.iface, on_wait=info) as lb:
         return _report(lb.delete_backend(args.vip, args.address), args)
 
 
 def cmd_backend_weight(args) -> int:
-    with _open(args.iface) as lb:
+    with LoadBalancer.open(args.iface, on_wait=info) as lb:
         return _report(lb.set_weight(args.vip, args.address, args.weight), args)
 
 
 def cmd_backend_drain(args) -> int:
-    with _open(args.iface) as lb:
+    with LoadBalancer.open(args.iface, on_wait=info) as lb:
         return _report(lb.drain(args.vip, args.address), args)
 
 
@@ -254,7 +246,7 @@ def _print_stats(s: dict) -> None:
 
 
 def cmd_stats(args) -> int:
-    with _open(args.iface) as lb:
+    with LoadBalancer.open(args.iface) as lb:
         return show_repeatedly(lb.stats, _print_stats, as_json=args.json, watch=args.watch, count=args.count)
 
 
@@ -264,7 +256,7 @@ def cmd_lookup(args) -> int:
     if not sep or not sport.isdigit() or not 0 <= int(sport) <= 65535:
         raise ConfigError(f"client {args.client!r} is not ADDRESS:PORT (port 0..65535)",
                           hint="e.g. 198.18.10.2:40000")
-    with _open(args.iface) as lb:
+    with LoadBalancer.open(args.iface) as lb:
         backend = lb.backend_of(host.strip("[]"), vip, proto, int(sport), dport)
     if args.json:
         emit_json({"backend": backend})

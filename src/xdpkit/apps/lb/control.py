@@ -48,7 +48,6 @@ DECAP_EVENTS = ("decap_v4", "decap_v6", "pass", "error")
 VIPS_PORT, VIPS_ALL_PORTS = 1, 2
 WAYS = 4
 _WAY = struct.Struct("<QIHH")              # struct lb_flow_way
-_VIP, _BACKEND = VIP, BACKEND             # struct lb_vip, struct lb_backend (plan.py)
 _CFG = struct.Struct("<I4s4s16s4sH6s6sBBB3xIIII")  # struct lb_cfg
 _ZERO = struct.pack("<I", 0)
 
@@ -61,6 +60,13 @@ class Limits:
     backends: int = 4096
     ring: int = 16 * region(maglev.DEFAULT_SIZE)   # room for 16 default-size tables (each starts a line)
     flows: int = 262144                     # connection-tracking entries (rounded up to 4 x 2^n)
+
+    def map_sizes(self) -> dict[str, int]:
+        """max_entries of each map these limits size (load sets them; check plans with them)."""
+        sets = 1 << max(0, (self.flows + WAYS - 1) // WAYS - 1).bit_length()
+        return {"lb_vip_table": 2 * viptable.slots_per_half(self.vips), "lb_vip_stats": self.vips,
+                "lb_ring": -(-self.ring // LINE_SLOTS), "lb_backends": self.backends,
+                "lb_be_stats": self.backends, "lb_flows": sets}
 
 
 @dataclass
@@ -99,11 +105,7 @@ class LoadBalancer(AppHandle):
                 raise ConfigError(f"{what} {n} is out of range {lo}..{hi}")
         spec = ObjectSpec.from_file(builtin_object("lb"))
         try:
-            sets = 1 << max(0, (limits.flows + WAYS - 1) // WAYS - 1).bit_length()
-            for name, n in (("lb_vip_table", 2 * viptable.slots_per_half(limits.vips)),
-                            ("lb_vip_stats", limits.vips), ("lb_ring", -(-limits.ring // LINE_SLOTS)),
-                            ("lb_backends", limits.backends), ("lb_be_stats", limits.backends),
-                            ("lb_flows", sets)):
+            for name, n in limits.map_sizes().items():
                 spec.maps[name].max_entries = n
             obj = spec.load()
         finally:
@@ -176,9 +178,9 @@ class LoadBalancer(AppHandle):
 
     def _view(self) -> KernelView:
         """What plan_apply needs to know of the tables in force."""
-        half, base, _mask, seed = self._vip_half()
-        backends = {int.from_bytes(k, "little"): _BACKEND.unpack(v) for k, v in self._map("lb_backends").raw_items()}
-        return KernelView(vip_half=half, vip_base=base, vip_seed=seed, vips=self._placed((half, base, _mask, seed)),
+        vip_half = half, base, _mask, seed = self._vip_half()
+        backends = {int.from_bytes(k, "little"): BACKEND.unpack(v) for k, v in self._map("lb_backends").raw_items()}
+        return KernelView(vip_half=half, vip_base=base, vip_seed=seed, vips=self._placed(vip_half),
                           backends=backends, max_vips=self._map("lb_vip_stats").max_entries,
                           max_backends=self._map("lb_backends").max_entries,
                           ring_slots=self._map("lb_ring").max_entries * LINE_SLOTS,
@@ -232,7 +234,7 @@ class LoadBalancer(AppHandle):
             if base <= int.from_bytes(k, "little") <= base + mask:
                 key, vip = viptable.ENTRY.unpack(v)
                 if key[19]:  # family: 0 = empty
-                    out[key] = _VIP.unpack(vip)
+                    out[key] = VIP.unpack(vip)
         return out
 
     def _cfg_fields(self, cfg: LbConfig, ifindex: int) -> tuple[tuple, int | None]:
@@ -347,7 +349,7 @@ class LoadBalancer(AppHandle):
         for off in range(0, WAYS * _WAY.size, _WAY.size):
             wtag, slot, gen, _age = _WAY.unpack_from(ways, off)
             if wtag == tag:
-                addr, bgen, _vid, family = _BACKEND.unpack(be_map.lookup_raw(struct.pack("<I", slot)))
+                addr, bgen, _vid, family = BACKEND.unpack(be_map.lookup_raw(struct.pack("<I", slot)))
                 if family and bgen & 0xFFFF == gen:
                     return str(ipaddress.ip_address(addr[:4] if family == 4 else addr))
         vid, base, size, _flags = self._placed()[vip_key(vip)]
@@ -355,7 +357,7 @@ class LoadBalancer(AppHandle):
         slot = struct.unpack_from("<I", self._map("lb_ring").lookup_raw(struct.pack("<I", line)), 4 * at)[0]
         if slot == SLOT_NONE:
             return None
-        addr, _gen, _vid, family = _BACKEND.unpack(be_map.lookup_raw(struct.pack("<I", slot)))
+        addr, _gen, _vid, family = BACKEND.unpack(be_map.lookup_raw(struct.pack("<I", slot)))
         return str(ipaddress.ip_address(addr[:4] if family == 4 else addr))
 
     def stats(self) -> dict:
@@ -368,7 +370,7 @@ class LoadBalancer(AppHandle):
         placed = self._placed()
         slots = {}
         for k, v in self._map("lb_backends").raw_items():
-            addr, _gen, vid, family = _BACKEND.unpack(v)
+            addr, _gen, vid, family = BACKEND.unpack(v)
             if family:
                 slots[(vid, addr)] = int.from_bytes(k, "little")
         vips = []
@@ -400,9 +402,10 @@ def empty_view(limits: Limits) -> KernelView:
         state_entries = spec.maps["lb_state"].max_entries
     finally:
         spec.close()
-    return KernelView(vip_half=viptable.slots_per_half(limits.vips), vip_base=0, vip_seed=0, vips={},
-                      backends={}, max_vips=limits.vips, max_backends=limits.backends,
-                      ring_slots=-(-limits.ring // LINE_SLOTS) * LINE_SLOTS, state_entries=state_entries)
+    sizes = limits.map_sizes()  # what _view() would read from the maps of such a load balancer
+    return KernelView(vip_half=sizes["lb_vip_table"] // 2, vip_base=0, vip_seed=0, vips={}, backends={},
+                      max_vips=sizes["lb_vip_stats"], max_backends=sizes["lb_backends"],
+                      ring_slots=sizes["lb_ring"] * LINE_SLOTS, state_entries=state_entries)
 
 
 def check_config(cfg: LbConfig, limits: Limits | None = None) -> dict:
