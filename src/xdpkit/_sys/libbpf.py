@@ -80,8 +80,11 @@ struct bpf_link_info { __u32 type; __u32 id; __u32 prog_id; __u32 pad; __u32 u32
 int bpf_link_detach(int link_fd);
 int bpf_link_update(int link_fd, int new_prog_fd, const void *opts);
 
+struct bpf_map_create_opts { size_t sz; __u32 btf_fd; __u32 btf_key_type_id;
+    __u32 btf_value_type_id; __u32 btf_vmlinux_value_type_id; __u32 inner_map_fd; __u32 map_flags;
+    __u64 map_extra; __u32 numa_node; __u32 map_ifindex; };
 int bpf_map_create(int map_type, const char *map_name, __u32 key_size, __u32 value_size,
-                   __u32 max_entries, const void *opts);
+                   __u32 max_entries, const struct bpf_map_create_opts *opts);
 int bpf_map_update_elem(int fd, const void *key, const void *value, __u64 flags);
 int bpf_map_lookup_elem(int fd, const void *key, void *value);
 int bpf_map_delete_elem(int fd, const void *key);

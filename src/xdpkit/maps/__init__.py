@@ -5,11 +5,11 @@ import os
 
 from xdpkit._sys.libbpf import ffi, require
 from xdpkit.btf import BtfReader, Codec
-from xdpkit.errors import ConfigError, NotFoundError
+from xdpkit.errors import ConfigError, KernelError, NotFoundError
 from xdpkit.kernel import MapInfo, MapType, OwnedFd, kernel_name, map_fd_by_id, map_ids, map_info, obj_get
 from xdpkit.maps.array import ArrayMap
 from xdpkit.maps.base import BPF_ANY, BPF_EXIST, BPF_NOEXIST, Map
-from xdpkit.maps.fdmaps import CpuMap, DevMap, DevMapHash, ProgArray, XskMap
+from xdpkit.maps.fdmaps import ArrayOfMaps, CpuMap, DevMap, DevMapHash, ProgArray, XskMap
 from xdpkit.maps.lpm import LpmTrieMap
 from xdpkit.maps.percpu import PerCpuArrayMap, PerCpuHashMap, PerCpuValues
 
@@ -24,7 +24,11 @@ _CLASSES = {
     MapType.CPUMAP: CpuMap,
     MapType.XSKMAP: XskMap,
     MapType.PROG_ARRAY: ProgArray,
+    MapType.ARRAY_OF_MAPS: ArrayOfMaps,
 }
+
+BPF_F_NO_PREALLOC = 1 << 0
+BPF_F_INNER_MAP = 1 << 12
 
 
 def make_map(fd: int, info: MapInfo, key_codec: Codec | None = None,
@@ -59,6 +63,22 @@ def _from_fd(fd: OwnedFd) -> Map:
         fd.close()
         raise
     return make_map(fd.fd, info, key, value, owned=True)
+
+
+def create_map(map_type: MapType, name: str, key_size: int, value_size: int, max_entries: int, *,
+               flags: int = 0) -> Map:
+    """A new map without BTF, owned by the returned Map (the kernel frees it with the last
+    reference: this fd, a program using it, or an outer map holding it)."""
+    lib = require()
+    opts = ffi.new("struct bpf_map_create_opts *")
+    opts.sz = ffi.sizeof("struct bpf_map_create_opts")
+    opts.map_flags = flags
+    fd = lib.bpf_map_create(int(map_type), kernel_name(name).encode(), key_size, value_size, max_entries, opts)
+    if fd < 0:
+        size = f"{max_entries:,} entries of {value_size} bytes"
+        raise KernelError("BPF_MAP_CREATE", -fd, f"creating map {name!r} ({size})",
+                          hint="the kernel may be short of memory for it" if -fd == 12 else None)
+    return _from_fd(OwnedFd(fd))
 
 
 def open_map_by_id(map_id: int) -> Map:
@@ -137,6 +157,6 @@ def list_maps(ids: list[int] | None = None) -> list[MapInfo]:
     return out
 
 
-__all__ = ["open_map", "list_maps", "attached_map_ids", "Map", "ArrayMap", "PerCpuHashMap", "PerCpuArrayMap", "PerCpuValues", "LpmTrieMap",
+__all__ = ["create_map", "ArrayOfMaps", "open_map", "list_maps", "attached_map_ids", "Map", "ArrayMap", "PerCpuHashMap", "PerCpuArrayMap", "PerCpuValues", "LpmTrieMap",
            "DevMap", "DevMapHash", "CpuMap", "XskMap", "ProgArray", "make_map", "open_map_by_id",
            "open_pinned_map", "find_map_ids", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST"]

@@ -95,6 +95,17 @@ class _FdValueArray(ArrayMap):
         Map.__delitem__(self, key)  # unlike plain arrays, fd slots can be emptied
 
 
+class ArrayOfMaps(_FdValueArray):
+    """Value written: a map (or its fd); value read: the inner map's id (0: empty slot)."""
+
+    def inner_id(self, index: int) -> int:
+        raw = self.lookup_raw(index.to_bytes(4, "little"))
+        return int.from_bytes(raw[:4], "little") if raw else 0
+
+    def parse_value(self, text: str):
+        return IntCodec(4, type_name="map fd").parse(text)
+
+
 class XskMap(_FdValueArray):
     """Value: an AF_XDP socket fd (write-only from user space: the kernel refuses lookups)."""
 
