@@ -273,7 +273,10 @@ def test_other_process_sees_the_rules_and_memory_is_reported(fw):
         assert [r.text for r in other.ruleset().rules] == ["deny src 198.18.1.0/24"]
         assert other.ruleset().policy == "deny"
         s = other.stats()
-    assert s["memory_bytes"] > 0 and "fw_src4_24" in s["memory_by_map"]
+    gen = fw.generation
+    # the prefix table of the generation in force is reported; the old generation's was freed
+    assert f"fw_src4[{gen}]" in s["memory_by_map"] and f"fw_src4[{1 - gen}]" not in s["memory_by_map"]
+    assert s["memory_bytes"] == sum(s["memory_by_map"].values()) > 0
 
 
 def _cli(ns, *args):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from xdpkit.apps.firewall import rangetable as R
 from xdpkit.apps.firewall.rules import Rule, RuleSet, prefix_contains
 from xdpkit.errors import ConfigError
 
@@ -20,10 +21,6 @@ MAX_CLASSES = 16384      # FW_MAX_CLASSES
 PORT_NONE = 65536        # FW_PORT_NONE: port-table class of packets without ports
 BYTE_NONE = 256          # FW_BYTE_NONE: flags/icmp-table class of non-TCP / non-ICMP packets
 LEN_SIZE = 65536         # FW_TABLE(fw_len, 65536): one class per frame length
-LONG = 1 << 31           # FW_LONG: a /24 entry whose block also has /32 entries
-# /24 blocks or /32 addresses per table and generation. The shipped hash tables
-# (FW_HASH(..., 1 << 22)) hold this many entries, shared by both generations during an apply.
-MAX_EXPANDED = 4 << 20
 
 F_SRC, F_DST, F_PROTO, F_SPORT, F_DPORT, F_FLAGS, F_ICMP, F_LEN = (1 << i for i in range(8))  # FW_F_*
 
@@ -40,12 +37,9 @@ class Compiled:
     src_default6: int = 0
     dst_default4: int = 0
     dst_default6: int = 0
-    src4_24: dict[int, int] = field(default_factory=dict)   # /24 block -> class (| LONG)
-    src4_32: dict[int, int] = field(default_factory=dict)   # address -> class
-    dst4_24: dict[int, int] = field(default_factory=dict)
-    dst4_32: dict[int, int] = field(default_factory=dict)
-    src6: dict[tuple[int, int], int] = field(default_factory=dict)  # (addr, plen) -> class
-    dst6: dict[tuple[int, int], int] = field(default_factory=dict)
+    # "src4", "dst4", "src6", "dst6" -> the range table of that side's prefixes of that family
+    # (absent: no rule names such a prefix; every address has the side's default class)
+    prefix_tables: dict[str, R.Table] = field(default_factory=dict)
     proto: list[int] = field(default_factory=list)
     sport: list[int] = field(default_factory=list)
     dport: list[int] = field(default_factory=list)
@@ -117,83 +111,12 @@ def _sweep(size: int, ranges: list[tuple[int, int, int]], wild: int, intern: _In
     return table
 
 
-def _expand_v4(prefixes: list[tuple[int, int, int]], extra: int, intern: _Interner,
-               what: str) -> tuple[dict[int, int], dict[int, int], int]:
-    """IPv4 prefixes (addr, plen, bit) -> (/24 table, /32 table, default class).
-
-    Written for a million prefixes: addresses are grouped by rule mask so that most of the
-    work is done by C (dict.fromkeys, set operations), not by a Python loop per address.
-    """
-    blocks: dict[int, int] = {}                 # /24 block -> mask from prefixes up to /24
-    hosts: dict[int, list[int]] = {}             # rule bit -> its /32 addresses
-    longs: dict[int, int] = {}                   # /25../31 expanded (rare) -> mask
-    everything = 0
-    for addr, plen, bit in prefixes:
-        if plen == 32:
-            hosts.setdefault(bit, []).append(addr)
-        elif plen == 0:
-            everything |= bit
-        elif plen <= 24:
-            start = addr >> 8
-            for b in range(start, start + (1 << (24 - plen))):
-                blocks[b] = blocks.get(b, 0) | bit
-            if len(blocks) > MAX_EXPANDED:
-                raise ConfigError(f"{what} prefixes expand to more than {MAX_EXPANDED:,} /24 blocks",
-                                  hint="use fewer or longer prefixes (a /16 is 256 blocks)")
-        else:
-            for a in range(addr, addr + (1 << (32 - plen))):
-                longs[a] = longs.get(a, 0) | bit
-    if len(hosts) == 1 and not longs:          # the usual blocklist: one rule, plain addresses
-        bit, addrs = next(iter(hosts.items()))
-        longs = dict.fromkeys(addrs, bit)
-    else:
-        for bit, addrs in hosts.items():
-            get = longs.get
-            for a in addrs:
-                longs[a] = get(a, 0) | bit
-    if len(longs) > MAX_EXPANDED:
-        raise ConfigError(f"{what} prefixes expand to more than {MAX_EXPANDED:,} addresses",
-                          hint="use fewer or shorter prefixes (a /25 is 128 addresses)")
-    base = extra | everything
-    long_blocks = {a >> 8 for a in longs}
-    shared = long_blocks & blocks.keys()        # blocks with both a short and a long prefix
-    t32: dict[int, int] = {}
-    by_mask: dict[int, list[int]] = {}
-    for a, m in longs.items():
-        if shared and (a >> 8) in shared:
-            m |= blocks[a >> 8]
-        by_mask.setdefault(m, []).append(a)
-    for m, addrs in by_mask.items():
-        t32.update(dict.fromkeys(addrs, intern(m | base)))
-    t24: dict[int, int] = {}
-    by_mask = {}
-    for b, m in blocks.items():
-        by_mask.setdefault(m, []).append(b)
-    for m, bs in by_mask.items():
-        c = intern(m | base)
-        t24.update(dict.fromkeys(bs, c))
-    for b in shared:
-        t24[b] |= LONG
-    t24.update(dict.fromkeys(long_blocks - shared, intern(base) | LONG))
-    return t24, t32, intern(base)
-
-
-def _covering_v6(prefixes: list[tuple[int, int, int]], extra: int, intern: _Interner) -> dict:
-    """IPv6 prefixes -> LPM entries whose class includes every shorter prefix covering them."""
-    by_prefix: dict[tuple[int, int], int] = {}
-    for addr, plen, bit in prefixes:
-        by_prefix[(addr, plen)] = by_prefix.get((addr, plen), 0) | bit
-    lengths = sorted({plen for _, plen in by_prefix})
-    out = {}
-    for (addr, plen), mask in by_prefix.items():
-        total = mask
-        for length in lengths:
-            if length >= plen:
-                break
-            shift = 128 - length
-            total |= by_prefix.get(((addr >> shift) << shift if length else 0, length), 0)
-        out[(addr, plen)] = intern(total | extra)
-    return out
+def _prefix_table(fmt: R.Format, prefixes: dict[tuple[int, int], int], wild: int,
+                  intern: _Interner) -> R.Table:
+    """The range table of one side and family: {(network, length): rule mask} -> classes."""
+    starts, masks = R.intervals(prefixes, fmt.width, wild)
+    ids = {m: intern(m) for m in dict.fromkeys(masks)}
+    return R.build(fmt, starts, [ids[m] for m in masks])
 
 
 def compile_rules(rs: RuleSet) -> Compiled:
@@ -217,17 +140,16 @@ def compile_rules(rs: RuleSet) -> Compiled:
         if not out.fields & (F_SRC if side == "src" else F_DST):
             continue
         w = wild(side)
-        v4, v6 = [], []
+        by_family: dict[int, dict[tuple[int, int], int]] = {4: {}, 6: {}}
         for i, r in enumerate(rules):
             bit = 1 << i
             for version, addr, plen in getattr(r, side) or ():
-                (v4 if version == 4 else v6).append((addr, plen, bit))
-        t24, t32, d4 = _expand_v4(v4, w, intern, side)
-        setattr(out, f"{side}4_24", t24)
-        setattr(out, f"{side}4_32", t32)
-        setattr(out, f"{side}_default4", d4)
-        setattr(out, f"{side}6", _covering_v6(v6, w, intern))
-        setattr(out, f"{side}_default6", intern(w))
+                sets = by_family[version]
+                sets[(addr, plen)] = sets.get((addr, plen), 0) | bit
+        for family, prefixes in by_family.items():
+            setattr(out, f"{side}_default{family}", intern(w))
+            if prefixes:
+                out.prefix_tables[f"{side}{family}"] = _prefix_table(R.FORMATS[family], prefixes, w, intern)
 
     if out.fields & F_PROTO:
         w = wild("protos")

@@ -10,6 +10,7 @@ The kernel holds the whole state (rule texts included), so no file or daemon is 
 """
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import sys
@@ -17,13 +18,14 @@ import time
 from array import array
 from dataclasses import dataclass
 
-from xdpkit.apps.firewall import compiler as C
+from xdpkit.apps.firewall import compiler as C, sized
 from xdpkit.apps.firewall.rules import RuleSet, parse_config, parse_rule
 from xdpkit.apps.handle import AppHandle, zero_array
 from xdpkit.apps.transaction import checkpoint
 from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, NotFoundError
 from xdpkit.kernel import VERDICT_NAMES, bind_map, kernel_name
+from xdpkit.maps.memory import map_memory
 from xdpkit.maps.percpu import summed_counters
 from xdpkit.object import ObjectSpec
 from xdpkit.textfile import read_text
@@ -32,24 +34,22 @@ from xdpkit.xdp import XdpMode
 PROGRAM = "xdpkit_firewall"
 REASONS = ("rule", "policy", "malformed", "non_ip", "rate_limited", "within_rate", "fragment")
 VERDICTS = VERDICT_NAMES   # the stats header counts verdicts by their value
-_HASH4 = ("fw_src4_24", "fw_src4_32", "fw_dst4_24", "fw_dst4_32")
-_LPM6 = ("fw_src6", "fw_dst6")
 
-# The kernel layouts this file packs, mirrored from firewall.h (little-endian hosts, see _le).
+# The kernel layouts this file packs, mirrored from firewall.h (little-endian hosts).
 # tests/unit/test_layouts.py checks every one against the BTF of the shipped object.
 _U32 = struct.Struct("<I")             # __u32: array indexes, prefix /24 keys, class numbers
 _ACTIVE = struct.Struct("<I")          # struct fw_active {gen}
-_GEN = struct.Struct("<7IBBBB4I")      # struct fw_gen {nrules, nwords, fields, src_default4,
+_GEN = struct.Struct("<7IBBBB4BI")     # struct fw_gen {nrules, nwords, fields, src_default4,
                                        #   src_default6, dst_default4, dst_default6, policy_drop,
-                                       #   malformed_drop, non_ip_drop, dirty, entries[4]}
-_GEN_DIRTY, _GEN_ENTRIES = 10, slice(11, 15)  # entries: in _HASH4's order
+                                       #   malformed_drop, non_ip_drop, rl4_bits, prefix_bits[4],
+                                       #   rate_sources}
+_GEN_SETTINGS = 10                     # fields before rl4_bits: what the rule set says
+_GEN_RATE_SOURCES = 15
 _RULE = struct.Struct("<IBBBBQQQQ")    # struct fw_rule {slot, drop, per_source, rated, pad,
                                        #   pps_interval, pps_tau, byte_ns_x1k, bps_tau}
 _TEXT = struct.Struct("<I508s")        # struct fw_text {len, text[508]}
 TEXT_MAX = 507                         # longest rule text: fw_text.text less one byte (a NUL)
 _BITMAP = struct.Struct(f"<{C.WORDS}QII")  # struct fw_bitmap {w[FW_WORDS], decide_src, decide_dst}
-_KEY4 = struct.Struct("<II")           # struct fw_key4 {gen, addr}: written as u32 pairs (array "I")
-_KEY6 = struct.Struct("<IB16s3x")      # struct fw_key6 {prefixlen, data[17] = generation, address}
 _TAT = struct.Struct("<QQ")            # struct fw_tat {pps, bps}
 _RL_WAY4 = struct.Struct("<IIQQQ")     # struct fw_rl_way4 {addr, tag, seen, tat {pps, bps}}
 _RL_TAG = 4                            # offsetof(struct fw_rl_way4, tag)
@@ -101,16 +101,17 @@ class Plan:
     compiled: C.Compiled
     rule_rows: list          # (index, packed struct fw_rule without its slot) per rule
     text_rows: list          # packed struct fw_text per rule
+    sizes: sized.Sizes       # the maps this rule set needs beside the fixed ones
+    rate_sources: int
 
     @property
     def entries(self) -> int:
-        return sum(len(t) for t in self.tables().values()) + len(self.compiled.classes)
+        """What an apply writes: prefix-table nodes and class bitmaps."""
+        return sum(t.nodes for t in self.sizes.prefix.values()) + len(self.compiled.classes)
 
-    def tables(self) -> dict:
-        c = self.compiled
-        return {"fw_src4_24": c.src4_24, "fw_src4_32": c.src4_32, "fw_dst4_24": c.dst4_24,
-                "fw_dst4_32": c.dst4_32, "fw_src6": c.src6, "fw_dst6": c.dst6}
-
+    def memory(self) -> dict[str, int]:
+        """Predicted kernel memory per map with this rule set loaded (see `fixed_memory`)."""
+        return {**fixed_memory(), **self.sizes.memory()}
 
 
 def plan(ruleset: RuleSet) -> Plan:
@@ -123,19 +124,21 @@ def plan(ruleset: RuleSet) -> Plan:
             texts.append(_pack_text(r.text))
         except ConfigError as exc:
             raise ConfigError(f"rule {i + 1}: {exc}", hint=exc.hint) from None
-    return Plan(compiled, [_pack_rule(0, r) for r in compiled.rules], texts)
+    rl4_bits, rl6_entries = sized.rate_sizes(compiled.rules, ruleset.rate_sources)
+    sizes = sized.Sizes(dict(compiled.prefix_tables), rl4_bits, rl6_entries)
+    return Plan(compiled, [_pack_rule(0, r) for r in compiled.rules], texts, sizes, ruleset.rate_sources)
 
 
-def _u32s(values=()) -> array:
-    return array("I", values)
-
-
-def _le(a: array) -> bytes:
-    """Kernel structs here are little-endian u32s (x86, arm64); swap on big-endian hosts."""
-    if sys.byteorder != "little":
-        a = array("I", a)
-        a.byteswap()
-    return a.tobytes()
+@functools.lru_cache(maxsize=1)
+def fixed_memory() -> dict[str, int]:
+    """Kernel memory of the maps every firewall has whatever its rules, from the shipped
+    object's map definitions (the array-of-maps slots hold the sized maps: Plan.memory)."""
+    spec = ObjectSpec.from_file(builtin_object("firewall"))
+    try:
+        return {kernel_name(m.name): map_memory(m.type, m.key_size, m.value_size, m.max_entries) or 0
+                for m in spec.maps.values()}
+    finally:
+        spec.close()
 
 
 def _memlock(fd: int) -> int:
@@ -160,32 +163,27 @@ class Firewall(AppHandle):
     # ---- lifecycle --------------------------------------------------------------------------
     @classmethod
     def load(cls, iface, ruleset: RuleSet | None = None, *, mode=XdpMode.AUTO, force: bool = False,
-             progress=None, src_memo: bool = True, prefix_entries: int | None = None) -> "Firewall":
+             progress=None, src_memo: bool = True) -> "Firewall":
         """Load the firewall, fill it with ``ruleset`` and attach it to ``iface`` (persistent).
 
         ``src_memo=False`` switches off the per-CPU memo of source-address lookups, so every
         packet walks the prefix tables (what the benchmark's table-cost figures measure).
-        ``prefix_entries`` sizes each IPv4 prefix table (default 4,194,304 entries).
         """
         ifname = cls._ifname_free(iface)
         planned = plan(ruleset or RuleSet())  # a bad rule set fails before anything is loaded
-        if prefix_entries is not None and not 1 <= prefix_entries <= 1 << 26:
-            raise ConfigError(f"prefix table size {prefix_entries} is out of range 1..{1 << 26}")
         spec = ObjectSpec.from_file(builtin_object("firewall"))
         try:
             spec.select(program=PROGRAM)
             spec.rodata["cfg_src_memo"] = int(bool(src_memo))
-            if prefix_entries is not None:
-                for name in _HASH4:
-                    spec.maps[name].max_entries = prefix_entries
             obj = spec.load()
         finally:
             spec.close()
         try:
             prog = obj.programs[PROGRAM]
-            # fw_text is read by the control plane only: bind it so that it lives with the
-            # program and later processes find it among the program's maps.
-            bind_map(prog.fd, obj.maps["fw_text"].fd)
+            # fw_text and fw_sync are for the control plane only: bind them so that they live
+            # with the program and later processes find them among the program's maps.
+            for name in ("fw_text", sized.SYNC):
+                bind_map(prog.fd, obj.maps[name].fd)
             fw = cls._from_object(ifname, obj, prog)
             with fw.transaction():
                 fw._apply(planned, progress)
@@ -206,9 +204,11 @@ class Firewall(AppHandle):
     def ruleset(self) -> RuleSet:
         """The rule set in force, rebuilt from the kernel."""
         gen = self.generation
-        nrules, _nw, _f, _s4, _s6, _d4, _d6, pol, mal, nonip = self._gen_info(gen)[:_GEN_DIRTY]
+        info = self._gen_info(gen)
+        nrules, _nw, _f, _s4, _s6, _d4, _d6, pol, mal, nonip = info[:_GEN_SETTINGS]
         rs = RuleSet(policy="deny" if pol else "allow", malformed="drop" if mal else "pass",
-                     non_ip="drop" if nonip else "pass")
+                     non_ip="drop" if nonip else "pass",
+                     rate_sources=info[_GEN_RATE_SOURCES] or sized.DEFAULT_RATE_SOURCES)
         texts = self._map("fw_text")
         for i in range(nrules):
             text = _unpack_text(texts.lookup_raw(_U32.pack(gen * C.MAX_RULES + i)))
@@ -230,9 +230,9 @@ class Firewall(AppHandle):
         """Replace the rule set atomically: fill the inactive generation, flip, clean up.
 
         All or nothing: the rule set is checked completely before the first write; writes go
-        only to the generation packets do not read; a failure, Ctrl-C or SIGTERM before the
-        flip removes them again, and what a killed apply left is removed by the next one. One
-        apply at a time per firewall (other processes wait). ``progress(done, total)`` is called
+        only to the generation packets do not read, and to maps created for this apply, so a
+        failure, Ctrl-C, SIGTERM or SIGKILL before the flip leaves the rule set in force as it
+        was. One apply at a time per firewall (other processes wait). ``progress(done, total)`` is called
         while large tables are written. A rule kept from the old set (same text) keeps its
         counters and rate state, also when the apply fails; new rules start from zero.
         """
@@ -244,23 +244,30 @@ class Firewall(AppHandle):
         t0 = time.monotonic()
         old = self.generation
         new = 1 - old
-        self._check_room(p, old)
         slots, fresh, reused = self._assign_slots(p.compiled, old)
-        if self._gen_info(new)[_GEN_DIRTY]:
-            self._clear(new)  # left behind by an apply that failed or was killed
-        self._set_dirty(new)
+        done = [0]
+
+        def step(n):
+            done[0] += n
+            if progress:
+                progress(done[0], p.entries)
+            checkpoint()
+
+        maps = sized.create(self, p.sizes, old, step)
         try:
             self._reset_slots(fresh)  # no rule in force counts into these
-            work = self._fill(p, new, slots, progress)
+            self._fill(p, new, slots, step)
+            sized.install(self, new, maps)
             checkpoint()  # the last point where a signal stops this apply
-        except BaseException:
-            self._clear(new)
-            raise
-        self._reset_slots(reused)  # still counted into by the old rule set until the flip
-        applies = _ACTIVE.unpack_from(self._map("fw_active").lookup_raw(b"\0" * 4))[0]
-        self._map("fw_active").update_raw(b"\0" * 4, _ACTIVE.pack((applies + 1) & 0xFFFFFFFF))
-        self._clear(old)
-        return ApplyResult(rules=len(p.compiled.rules), classes=len(p.compiled.classes), entries=work,
+            self._reset_slots(reused)  # counted into by the old rule set until the flip
+            applies = _ACTIVE.unpack_from(self._map("fw_active").lookup_raw(b"\0" * 4))[0]
+            self._map("fw_active").update_raw(b"\0" * 4, _ACTIVE.pack((applies + 1) & 0xFFFFFFFF))
+        finally:
+            for m in maps.values():
+                m.close()  # the slots hold them now (or nothing does: they are freed)
+        sized.wait_for_packets(self)  # no packet reads the old generation any more
+        sized.release(self, old)
+        return ApplyResult(rules=len(p.compiled.rules), classes=len(p.compiled.classes), entries=p.entries,
                            seconds=time.monotonic() - t0, generation=new)
 
     def _assign_slots(self, compiled: C.Compiled, old: int) -> tuple[list[int], list[int], list[int]]:
@@ -302,67 +309,23 @@ class Firewall(AppHandle):
             tats.update_raw(_U32.pack(s), bytes(tats.value_buf_size))
         self._forget_sources(set(slots))
 
-    def _check_room(self, p: Plan, old: int) -> None:
-        """Each prefix table must hold the new set, and the IPv4 ones hold both generations
-        during an apply: the set in force until the flip, the new one from the first write
-        (fw_gen counts theirs; the IPv6 tries keep no count). ConfigError before any write."""
-        in_force = dict(zip(_HASH4, self._gen_info(old)[_GEN_ENTRIES]))
-        for name, table in p.tables().items():
-            held, cap, need = in_force.get(name, 0), self._map(name).max_entries, len(table)
-            if need > cap:
-                raise ConfigError(f"the rule set needs {need:,} entries in {name}; it holds {cap:,}",
-                                  hint="use fewer or shorter prefixes, or load the firewall with larger tables")
-            if held + need > cap:
-                raise ConfigError(
-                    f"{name} holds {cap:,} entries; the rule set in force uses {held:,} and this one "
-                    f"needs {need:,}, and during an apply both must fit",
-                    hint="apply a smaller set, or unload and load the firewall with this one "
-                         "(a load needs room for one set only)")
-
-    def _set_dirty(self, gen: int, dirty: bool = True) -> None:
-        """fw_gen.dirty of a generation packets do not read: it may hold prefix entries (a
-        clean generation holds none, so its entry counts are zero)."""
-        info = list(self._gen_info(gen))
-        info[_GEN_DIRTY] = int(dirty)
-        if not dirty:
-            info[_GEN_ENTRIES] = [0, 0, 0, 0]
-        self._map("fw_gen").update_raw(_U32.pack(gen), _GEN.pack(*info))
-
     def _forget_sources(self, slots: set[int]) -> None:
         """A rule taking over a counter slot must not inherit its predecessor's rate state."""
-        sets = self._map("fw_rl_src4")
-        keys, values, n = sets.lookup_batch_buffers(chunk=65536)
-        words = array("I", values)  # struct fw_rl_set4 as u32 words: _RL_WAYS ways of _RL_WAY4
-        if sys.byteorder != "little":
-            words.byteswap()
-        want = {s + 1 for s in slots}
-        stride = sets.value_size // 4
-        hits = []
-        for way in range(0, _RL_WAYS * _RL_WAY4.size, _RL_WAY4.size):
-            hits += [i for i, t in enumerate(words[(way + _RL_TAG) // 4::stride]) if t in want]
-        changed = {}
-        for i in hits:
-            raw = changed.setdefault(i, bytearray(values[i * sets.value_size:(i + 1) * sets.value_size]))
-            for off in range(0, _RL_WAYS * _RL_WAY4.size, _RL_WAY4.size):
-                if _U32.unpack_from(raw, off + _RL_TAG)[0] in want:
-                    raw[off:off + _RL_WAY4.size] = bytes(_RL_WAY4.size)
-        if changed:
-            sets.update_batch_raw([(keys[i * 4:(i + 1) * 4], bytes(raw)) for i, raw in changed.items()])
-        lru = self._map("fw_rl_src6")
-        for k in [k for k, _ in lru.raw_items() if _RL_KEY6.unpack_from(k)[0] in slots]:
-            lru.delete_raw(k)
+        with sized.inner_maps(self, (sized.RATE4, sized.RATE6)) as held:
+            seen = set()
+            for name, _slot, m in held:
+                if m.id in seen:
+                    continue  # both generations hold the same map
+                seen.add(m.id)
+                if name == sized.RATE4:
+                    _forget_sources4(m, slots)
+                else:
+                    for k in [k for k, _ in m.raw_items() if _RL_KEY6.unpack_from(k)[0] in slots]:
+                        m.delete_raw(k)
 
-    def _fill(self, p: Plan, gen: int, slots: list[int], progress) -> int:
+    def _fill(self, p: Plan, gen: int, slots: list[int], step) -> None:
+        """Write the fixed maps' half of generation ``gen`` (packets do not read it)."""
         c = p.compiled
-        total = p.entries
-        done = [0]
-
-        def step(n):
-            done[0] += n
-            if progress:
-                progress(done[0], total)
-            checkpoint()
-
         bm = self._map("fw_bitmap")
         bm.update_batch_raw([(_U32.pack(gen * C.MAX_CLASSES + i), _BITMAP.pack(*c.bitmap(i), *c.decides(i)))
                              for i in range(len(c.classes))])
@@ -378,60 +341,11 @@ class Firewall(AppHandle):
                 base = gen * size
                 self._map(name).update_batch_raw([(_U32.pack(base + k), _U32.pack(v))
                                                   for k, v in enumerate(table)])
-        for name, table in (("fw_src4_24", c.src4_24), ("fw_src4_32", c.src4_32),
-                            ("fw_dst4_24", c.dst4_24), ("fw_dst4_32", c.dst4_32)):
-            if table:
-                n = len(table)
-                if name.endswith("_24"):  # u32 key: generation << 24 | /24 block
-                    tag = gen << 24
-                    keys = _u32s(tag | b for b in table.keys())
-                else:
-                    keys = _u32s([gen]) * (2 * n)  # struct fw_key4 {gen, addr} (_KEY4), pairwise
-                    keys[1::2] = _u32s(table.keys())
-                before = done[0]
-                self._map(name).update_batch_buffers(_le(keys), _le(_u32s(table.values())), n, chunk=65536,
-                                                     progress=lambda d, t, b=before: step(b + d - done[0]))
-        for name, table in (("fw_src6", c.src6), ("fw_dst6", c.dst6)):
-            if table:
-                m = self._map(name)
-                pairs = [(_KEY6.pack(8 + plen, gen, addr.to_bytes(16, "big")), _U32.pack(v))
-                         for (addr, plen), v in table.items()]
-                m.update_batch_raw(pairs)
-                step(len(pairs))
-        tables = p.tables()
+        bits = [c.prefix_tables[k].bits if k in c.prefix_tables else 0 for k in sized.PREFIX_MAPS]
         self._map("fw_gen").update_raw(_U32.pack(gen), _GEN.pack(
             len(c.rules), c.nwords, c.fields, c.src_default4, c.src_default6, c.dst_default4,
-            c.dst_default6, c.policy_drop, c.malformed_drop, c.non_ip_drop, 1,
-            *(len(tables[name]) for name in _HASH4)))
-        return total
-
-    def _clear(self, gen: int) -> None:
-        """Delete a generation's hash and trie entries (arrays are simply overwritten), then
-        mark it clean. Only for the generation packets do not read."""
-        for name in _HASH4:
-            m = self._map(name)
-            kbuf, _vals, n = m.lookup_batch_buffers(chunk=65536)
-            if not n:
-                continue
-            keys = _u32s()
-            keys.frombytes(kbuf)
-            if sys.byteorder != "little":
-                keys.byteswap()
-            if name.endswith("_24"):
-                dead = _u32s(k for k in keys if k >> 24 == gen)
-                count = len(dead)
-            else:
-                old = [addr for g, addr in zip(keys[0::2], keys[1::2]) if g == gen]
-                dead = _u32s([gen]) * (2 * len(old))
-                dead[1::2] = _u32s(old)
-                count = len(old)
-            if count:
-                m.delete_batch_buffer(_le(dead), count, chunk=65536)
-        for name in _LPM6:
-            m = self._map(name)
-            for k in [k for k in m.raw_keys() if _KEY6.unpack_from(k)[1] == gen]:
-                m.delete_raw(k)
-        self._set_dirty(gen, False)
+            c.dst_default6, c.policy_drop, c.malformed_drop, c.non_ip_drop, p.sizes.rl4_bits, *bits,
+            p.rate_sources))
 
     def add_rule(self, text: str, *, position: int | None = None) -> ApplyResult:
         rule = parse_rule(text)
@@ -477,8 +391,12 @@ class Firewall(AppHandle):
         tats = self._map("fw_rl_rule")
         tats.update_batch_buffers(b"".join(_U32.pack(i) for i in range(tats.max_entries)),
                                   bytes(_TAT.size) * tats.max_entries, tats.max_entries)
-        zero_array(self._map("fw_rl_src4"))
-        self._map("fw_rl_src6").clear()
+        with sized.inner_maps(self, (sized.RATE4, sized.RATE6)) as held:
+            for name, _slot, m in held:
+                if name == sized.RATE4:
+                    zero_array(m)
+                else:
+                    m.clear()
 
     def stats(self) -> dict:
         gen = self.generation
@@ -496,9 +414,32 @@ class Firewall(AppHandle):
             verdicts = {VERDICTS[k]: {"packets": pk, "bytes": by}
                         for k, (pk, by) in summed_counters(vmap).items() if k < len(VERDICTS)}
         memory = {m.name: _memlock(m.fd) for m in self.maps.values()}
+        with sized.inner_maps(self) as held:  # the sized maps, under their slot's name
+            memory.update({f"{name}[{slot}]": _memlock(m.fd) for name, slot, m in held})
         return {"ifname": self.ifname, "program_id": self.prog_id, "generation": gen, "rules": rules,
                 "reasons": reasons, "verdicts": verdicts, "memory_bytes": sum(memory.values()),
                 "memory_by_map": memory}
+
+
+def _forget_sources4(sets, slots: set[int]) -> None:
+    """Empty the ways of IPv4 rate state that belong to ``slots``."""
+    keys, values, n = sets.lookup_batch_buffers(chunk=65536)
+    words = array("I", values)  # struct fw_rl_set4 as u32 words: _RL_WAYS ways of _RL_WAY4
+    if sys.byteorder != "little":
+        words.byteswap()
+    want = {s + 1 for s in slots}
+    stride = sets.value_size // 4
+    hits = []
+    for way in range(0, _RL_WAYS * _RL_WAY4.size, _RL_WAY4.size):
+        hits += [i for i, t in enumerate(words[(way + _RL_TAG) // 4::stride]) if t in want]
+    changed = {}
+    for i in hits:
+        raw = changed.setdefault(i, bytearray(values[i * sets.value_size:(i + 1) * sets.value_size]))
+        for off in range(0, _RL_WAYS * _RL_WAY4.size, _RL_WAY4.size):
+            if _U32.unpack_from(raw, off + _RL_TAG)[0] in want:
+                raw[off:off + _RL_WAY4.size] = bytes(_RL_WAY4.size)
+    if changed:
+        sets.update_batch_raw([(keys[i * 4:(i + 1) * 4], bytes(raw)) for i, raw in changed.items()])
 
 
 def load_config_file(path: str) -> RuleSet:

@@ -8,13 +8,15 @@
  * order. The cost depends on the number of fields and rule words, not on how many prefixes or
  * ports the rules name.
  *
- * IPv4 prefixes are expanded into two hash tables (/24 blocks, and /32 addresses for prefixes
- * longer than /24), so an address costs one or two hash lookups whatever the set size. IPv6
- * prefixes live in an LPM trie.
+ * Prefixes of any length live in range tables (rangetable.py): a direct index on the top bits
+ * of the address, then a small B+-tree over the interval starts of that chunk of the space, so
+ * an address costs a few array reads whatever the set's size, for IPv4 and IPv6 alike.
  *
  * Every table has two halves (generations). The control plane fills the inactive half, then
  * flips fw_active.gen with one 4-byte write; each packet reads the generation once, so it
- * sees the old rule set or the new one, never a mix.
+ * sees the old rule set or the new one, never a mix. Tables whose size follows the rule set
+ * (prefix tables, per-source rate state) are inner maps of a 2-slot array of maps: an apply
+ * creates them at the size it needs and puts them in the inactive slot before the flip.
  */
 #include <xdpkit/parsing.h>
 #include <xdpkit/stats.h>
@@ -52,6 +54,22 @@ struct {
 	__type(value, struct fw_rule);
 } fw_rule SEC(".maps");
 
+/* Only the control plane writes this, and only to wait for programs in flight (see
+ * sized.wait_for_packets); no program reads it. */
+struct fw_sync_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct fw_sync_inner);
+} fw_sync SEC(".maps");
+
 /* Only the control plane reads this: rule texts per generation, so any process (and
  * `xdpkit firewall rule list`) can rebuild the rule set from the kernel alone. */
 struct {
@@ -68,33 +86,38 @@ struct {
 	__type(value, struct fw_bitmap);
 } fw_bitmap SEC(".maps");
 
-#define FW_HASH(name, key_type, size)                          \
+/* Inner maps: the shapes every map an apply creates for these slots must have (BPF_F_INNER_MAP
+ * lets array sizes differ); max_entries here is only the template's. Sizes, not __type: clang
+ * describes a type reached through two pointers (outer map -> inner map -> value) only as a
+ * forward declaration in BTF, which libbpf cannot size. */
+struct fw_nodes4 {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct fw_node4));
+};
+
+struct fw_nodes6 {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct fw_node6));
+};
+
+#define FW_GENERATIONS(name, inner)                            \
 	struct {                                               \
-		__uint(type, BPF_MAP_TYPE_HASH);               \
-		__uint(max_entries, size);                     \
-		__uint(map_flags, BPF_F_NO_PREALLOC);          \
-		__type(key, key_type);                         \
-		__type(value, __u32);                          \
+		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);      \
+		__uint(max_entries, 2);                        \
+		__type(key, __u32);                            \
+		__array(values, inner);                        \
 	} name SEC(".maps")
 
-/* /24 tables: a u32 key (generation << 24 | block), hashing 4 bytes instead of 8;
- * /32 tables: struct fw_key4 {generation, address} */
-FW_HASH(fw_src4_24, __u32, 1 << 22);
-FW_HASH(fw_src4_32, struct fw_key4, 1 << 22);
-FW_HASH(fw_dst4_24, __u32, 1 << 22);
-FW_HASH(fw_dst4_32, struct fw_key4, 1 << 22);
-
-#define FW_LPM6(name)                                          \
-	struct {                                               \
-		__uint(type, BPF_MAP_TYPE_LPM_TRIE);           \
-		__uint(max_entries, 1 << 21);                  \
-		__uint(map_flags, BPF_F_NO_PREALLOC);          \
-		__type(key, struct fw_key6);                   \
-		__type(value, __u32);                          \
-	} name SEC(".maps")
-
-FW_LPM6(fw_src6);
-FW_LPM6(fw_dst6);
+FW_GENERATIONS(fw_src4, struct fw_nodes4);
+FW_GENERATIONS(fw_dst4, struct fw_nodes4);
+FW_GENERATIONS(fw_src6, struct fw_nodes6);
+FW_GENERATIONS(fw_dst6, struct fw_nodes6);
 
 #define FW_TABLE(name, size)                                   \
 	struct {                                               \
@@ -132,19 +155,25 @@ struct {
 	__type(value, struct fw_tat);
 } fw_rl_rule SEC(".maps");
 
-struct {
+struct fw_rl_sets4 {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1 << FW_RL4_SET_BITS);
-	__type(key, __u32);
-	__type(value, struct fw_rl_set4);
-} fw_rl_src4 SEC(".maps");
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct fw_rl_set4));
+};
 
-struct {
+struct fw_rl_lru6 {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 1 << 16);
-	__type(key, struct fw_rl_key6);
-	__type(value, struct fw_tat);
-} fw_rl_src6 SEC(".maps");
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(struct fw_rl_key6));
+	__uint(value_size, sizeof(struct fw_tat));
+};
+
+/* Per-source rate state, one map per generation slot; an apply that keeps the size puts the
+ * same map in both slots, so sources keep their state. */
+FW_GENERATIONS(fw_rl_src4, struct fw_rl_sets4);
+FW_GENERATIONS(fw_rl_src6, struct fw_rl_lru6);
 
 /* Find or create the rate state of one source (LRU: old sources make room for new ones). */
 static __always_inline struct fw_tat *fw_source_tat(void *map, void *key)
@@ -163,11 +192,12 @@ static __always_inline struct fw_tat *fw_source_tat(void *map, void *key)
 /* Find or make the rate state of one IPv4 source for one rule (see struct fw_rl_way4). Two CPUs
  * making the same new source at once may each take a way; the first way found wins afterwards
  * and the other ages out. */
-static __always_inline struct fw_tat *fw_source_tat4(__u32 slot, __u32 addr, __u64 now)
+static __always_inline struct fw_tat *fw_source_tat4(void *sets, __u32 bits, __u32 slot, __u32 addr,
+						     __u64 now)
 {
 	__u32 tag = slot + 1;
-	__u32 idx = ((addr ^ (tag * 0x9e3779b9u)) * 2654435761u) >> (32 - FW_RL4_SET_BITS);
-	struct fw_rl_set4 *set = bpf_map_lookup_elem(&fw_rl_src4, &idx);
+	__u32 idx = ((addr ^ (tag * 0x9e3779b9u)) * 2654435761u) >> ((32 - bits) & 31);
+	struct fw_rl_set4 *set = bpf_map_lookup_elem(sets, &idx);
 	struct fw_rl_way4 *w;
 
 	if (!set)
@@ -217,6 +247,7 @@ struct fw_scan {
 	__u32 src4;
 	__u8 src6[16];
 	__u32 c_src;           /* the source address class, looked up before the scan */
+	__u32 rl4_bits;        /* fw_gen.rl4_bits */
 };
 
 static __always_inline int fw_finish(struct xdp_md *ctx, struct fw_pkt *p, __u32 reason, int drop)
@@ -252,33 +283,140 @@ static __always_inline __u32 fw_table(void *map, __u32 gen, __u32 size, __u32 ke
 	return v ? *v : 0;
 }
 
-static __always_inline __u32 fw_class4(void *m24, void *m32, __u32 gen, __u32 addr, __u32 dflt)
+/* 1 if a <= b, for values below 2^63, without a branch: a compare per key would double the
+ * paths the verifier walks through a node. The empty asm keeps clang from turning the
+ * arithmetic back into a compare. */
+static __always_inline __u64 fw_le63(__u64 a, __u64 b)
 {
-	__u32 k24 = (gen << 24) | (addr >> 8);
-	__u32 *v = bpf_map_lookup_elem(m24, &k24);
-	__u32 c;
+	__u64 d = a - b - 1;
 
-	if (!v)
-		return dflt;
-	c = *v;
-	if (c & FW_LONG) {
-		struct fw_key4 k = { .gen = gen, .addr = addr };
-
-		v = bpf_map_lookup_elem(m32, &k);
-		return v ? *v : (c & ~FW_LONG);
-	}
-	return c;
+	asm volatile("" : "+r"(d));
+	return d >> 63;
 }
 
-static __always_inline __u32 fw_class6(void *lpm, __u32 gen, __u8 *addr, __u32 dflt)
+/* 1 if a < b for any u64 values, without a branch (the borrow of a - b). */
+static __always_inline __u64 fw_lt64(__u64 a, __u64 b)
 {
-	struct fw_key6 k = { .prefixlen = 8 + 128 };
-	__u32 *v;
+	__u64 d = a - b;
 
-	k.data[0] = gen;
-	__builtin_memcpy(&k.data[1], addr, 16);
-	v = bpf_map_lookup_elem(lpm, &k);
-	return v ? *v : dflt;
+	asm volatile("" : "+r"(d));
+	return ((~a & b) | ((~a | b) & d)) >> 63;
+}
+
+/* The class of an IPv4 address in one prefix table (see rangetable.lookup). */
+static __always_inline __u32 fw_walk4(void *nodes, __u32 addr, __u32 bits)
+{
+	__u32 shift = (32 - bits) & 31;
+	__u32 c = addr >> shift, rel = addr & ((1u << shift) - 1);
+	__u32 idx = c / FW_NODE_WORDS, ref;
+	struct fw_node4 *n = bpf_map_lookup_elem(nodes, &idx);
+
+	if (!n)
+		return FW_NO_CLASS;
+	ref = n->w[c & (FW_NODE_WORDS - 1)];
+	for (int d = 0; d < FW_DEPTH4; d++) {
+		__u64 j = 0;
+
+		if (ref & FW_REF_CLASS)
+			return ref & ~FW_REF_CLASS;
+		idx = ref & FW_REF_INDEX;
+		n = bpf_map_lookup_elem(nodes, &idx);
+		if (!n)
+			return FW_NO_CLASS;
+		if (ref & FW_REF_LEAF) {
+			for (int i = 1; i < FW_LEAF4; i++) /* w[0] <= rel: the leaf's first start */
+				j += fw_le63(n->w[i], rel);
+			return n->w[(FW_LEAF4 + j) & (FW_NODE_WORDS - 1)];
+		}
+		for (int i = 0; i < FW_FANOUT4 - 1; i++)
+			j += fw_le63(n->w[i], rel);
+		ref = n->w[FW_FANOUT4 - 1] + (__u32)j;
+	}
+	return ref & FW_REF_CLASS ? ref & ~FW_REF_CLASS : FW_NO_CLASS;
+}
+
+/* key <= (hi, lo): keys' high words, like hi, are relative to the chunk (below 2^60) */
+static __always_inline __u64 fw_le128(const __u64 *key, __u64 hi, __u64 lo)
+{
+	__u64 hi_lt = fw_le63(key[0] + 1, hi);
+	__u64 hi_eq = fw_le63(key[0] ^ hi, 0);
+
+	return hi_lt | (hi_eq & (fw_lt64(lo, key[1]) ^ 1));
+}
+
+static __always_inline __u32 fw_walk6(void *nodes, __u64 hi, __u64 lo, __u32 bits)
+{
+	__u32 shift = (64 - bits) & 63;
+	__u64 c = hi >> shift;
+	__u32 idx = c / FW_NODE_WORDS, ref;
+	struct fw_node6 *n = bpf_map_lookup_elem(nodes, &idx);
+
+	hi &= (1ULL << shift) - 1;
+	if (!n)
+		return FW_NO_CLASS;
+	ref = n->w[c & (FW_NODE_WORDS - 1)];
+	for (int d = 0; d < FW_DEPTH6; d++) {
+		__u64 j = 0;
+
+		if (ref & FW_REF_CLASS)
+			return ref & ~FW_REF_CLASS;
+		idx = ref & FW_REF_INDEX;
+		n = bpf_map_lookup_elem(nodes, &idx);
+		if (!n)
+			return FW_NO_CLASS;
+		if (ref & FW_REF_LEAF) {
+			for (int i = 1; i < FW_LEAF6; i++)
+				j += fw_le128(&n->w[2 * i], hi, lo);
+			return n->w[(2 * FW_LEAF6 + j) & (FW_NODE_WORDS - 1)];
+		}
+		for (int i = 0; i < FW_FANOUT6 - 1; i++)
+			j += fw_le128(&n->w[2 * i], hi, lo);
+		ref = n->w[2 * (FW_FANOUT6 - 1)] + (__u32)j;
+	}
+	return ref & FW_REF_CLASS ? ref & ~FW_REF_CLASS : FW_NO_CLASS;
+}
+
+/* Global, so verified once: the class of an address in the src (dst = 0) or dst prefix table
+ * of a generation, or FW_NO_CLASS. */
+__noinline __u32 fw_prefix_class4(__u32 dst, __u32 gen, __u32 addr, __u32 bits)
+{
+	void *nodes = dst ? bpf_map_lookup_elem(&fw_dst4, &gen) : bpf_map_lookup_elem(&fw_src4, &gen);
+
+	return nodes ? fw_walk4(nodes, addr, bits) : FW_NO_CLASS;
+}
+
+__noinline __u32 fw_prefix_class6(__u32 dst, __u32 gen, __u64 hi, __u64 lo, __u32 bits)
+{
+	void *nodes = dst ? bpf_map_lookup_elem(&fw_dst6, &gen) : bpf_map_lookup_elem(&fw_src6, &gen);
+
+	return nodes ? fw_walk6(nodes, hi, lo, bits) : FW_NO_CLASS;
+}
+
+static __always_inline __u32 fw_class4(__u32 dst, struct fw_gen *g, __u32 gen, __u32 addr)
+{
+	__u32 bits = g->prefix_bits[dst ? FW_T_DST4 : FW_T_SRC4];
+	__u32 dflt = dst ? g->dst_default4 : g->src_default4;
+	__u32 c;
+
+	if (!bits)
+		return dflt;
+	c = fw_prefix_class4(dst, gen, addr, bits);
+	return c == FW_NO_CLASS ? dflt : c;
+}
+
+static __always_inline __u32 fw_class6(__u32 dst, struct fw_gen *g, __u32 gen, __u8 *addr)
+{
+	__u32 bits = g->prefix_bits[dst ? FW_T_DST6 : FW_T_SRC6];
+	__u32 dflt = dst ? g->dst_default6 : g->src_default6;
+	__u64 hi, lo;
+	__u32 c;
+
+	if (!bits)
+		return dflt;
+	__builtin_memcpy(&hi, addr, 8);
+	__builtin_memcpy(&lo, addr + 8, 8);
+	c = fw_prefix_class6(dst, gen, bpf_be64_to_cpu(hi), bpf_be64_to_cpu(lo), bits);
+	return c == FW_NO_CLASS ? dflt : c;
 }
 
 static __always_inline struct fw_bitmap *fw_bm(__u32 gen, __u32 class)
@@ -329,13 +467,22 @@ __noinline int fw_within_rate(struct fw_rule *r, struct fw_scan *p)
 	if (!r || !p)
 		return 0;
 	if (r->per_source) {
+		__u32 gen = p->gen & 1;
+
 		if (p->family == 4) {
-			tat = fw_source_tat4(r->slot, p->src4, now);
+			void *sets = bpf_map_lookup_elem(&fw_rl_src4, &gen);
+
+			if (!sets || !p->rl4_bits)
+				return 0;
+			tat = fw_source_tat4(sets, p->rl4_bits, r->slot, p->src4, now);
 		} else {
 			struct fw_rl_key6 k6 = { .slot = r->slot };
+			void *lru = bpf_map_lookup_elem(&fw_rl_src6, &gen);
 
+			if (!lru)
+				return 0;
 			__builtin_memcpy(k6.addr, p->src6, 16);
-			tat = fw_source_tat(&fw_rl_src6, &k6);
+			tat = fw_source_tat(lru, &k6);
 		}
 		if (!tat)
 			return 0;
@@ -473,8 +620,7 @@ __noinline __u32 fw_src_class(struct fw_pkt *p, struct fw_gen *g, __u32 gen)
 	if (!p || !g)
 		return 0;
 	gen &= 1;
-	c = p->family == 4 ? fw_class4(&fw_src4_24, &fw_src4_32, gen, p->src4, g->src_default4)
-			   : fw_class6(&fw_src6, gen, p->src6, g->src_default6);
+	c = p->family == 4 ? fw_class4(0, g, gen, p->src4) : fw_class6(0, g, gen, p->src6);
 	c &= FW_MAX_CLASSES - 1;
 	b = fw_bm(gen, c);
 	if (b && b->decide_src)
@@ -520,8 +666,7 @@ __noinline int fw_match(struct fw_pkt *p, struct fw_gen *g, struct fw_scan *sc)
 	nwords = g->nwords;
 	c_src = sc->c_src;
 	if (fields & FW_F_DST)
-		c_dst = p->family == 4 ? fw_class4(&fw_dst4_24, &fw_dst4_32, gen, p->dst4, g->dst_default4)
-				       : fw_class6(&fw_dst6, gen, p->dst6, g->dst_default6);
+		c_dst = p->family == 4 ? fw_class4(1, g, gen, p->dst4) : fw_class6(1, g, gen, p->dst6);
 	if (fields & FW_F_PROTO)
 		c_proto = fw_table(&fw_proto, gen, 256, p->proto & 0xff);
 	if (fields & FW_F_SPORT)
@@ -591,7 +736,8 @@ int xdpkit_firewall(struct xdp_md *ctx)
 		if (c_src >> 16)
 			return fw_by_rule(ctx, &p, g, fw_rule_at(gen, (c_src >> 16) - 1));
 	}
-	struct fw_scan sc = { .gen = gen, .family = p.family, .len = p.len, .src4 = p.src4, .c_src = c_src };
+	struct fw_scan sc = { .gen = gen, .family = p.family, .len = p.len, .src4 = p.src4, .c_src = c_src,
+			      .rl4_bits = g->rl4_bits };
 
 	__builtin_memcpy(sc.src6, p.src6, 16);
 	int decided = fw_match(&p, g, &sc);

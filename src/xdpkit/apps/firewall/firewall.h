@@ -23,7 +23,32 @@
 
 #define FW_PORT_NONE 65536   /* port tables: class for packets without ports */
 #define FW_BYTE_NONE 256     /* flags/icmp tables: class for non-TCP / non-ICMP packets */
-#define FW_LONG (1u << 31)   /* /24 entry: look at the /32 table as well */
+
+/* Prefix tables (rangetable.py builds them): a node is 16 words; the first nodes hold the
+ * direct index (a word per entry), then come the chunks' B+-trees. A word of the direct index or
+ * an internal node's child word is a reference: */
+#define FW_REF_CLASS (1u << 31)  /* ... to a class (the low bits) */
+#define FW_REF_LEAF (1u << 30)   /* ... to a leaf node (the low bits: its index) */
+#define FW_REF_INDEX (FW_REF_LEAF - 1) /* neither: to an internal node */
+#define FW_NO_CLASS 0xffffffffu  /* a lookup that found no table: the side's default class */
+#define FW_NODE_WORDS 16
+#define FW_LEAF4 8               /* IPv4 leaf: w[0..7] starts, w[8..15] classes */
+#define FW_FANOUT4 16            /* IPv4 internal: w[0..14] separators, w[15] first child */
+#define FW_DEPTH4 5
+#define FW_LEAF6 5               /* IPv6 leaf: 5 starts (hi, lo) in w[0..9], classes w[10..14] */
+#define FW_FANOUT6 8             /* IPv6 internal: 7 separators in w[0..13], w[14] first child */
+#define FW_DEPTH6 9
+
+struct fw_node4 {
+	__u32 w[FW_NODE_WORDS];
+};
+
+struct fw_node6 {
+	__u64 w[FW_NODE_WORDS];
+};
+
+/* Index of fw_gen.prefix_bits */
+enum fw_prefix_table { FW_T_SRC4 = 0, FW_T_DST4 = 1, FW_T_SRC6 = 2, FW_T_DST6 = 3 };
 
 enum fw_reason {
 	FW_R_RULE = 0,        /* decided by a rule */
@@ -47,12 +72,10 @@ struct fw_gen {
 	__u8 policy_drop;
 	__u8 malformed_drop;
 	__u8 non_ip_drop;
-	__u8 dirty;           /* control plane only: this generation may hold prefix entries that
-	                       * an apply left behind (it failed or was killed); packets never
-	                       * read it, and the next apply removes them before writing */
-	__u32 entries[4];     /* control plane only: entries this generation holds in fw_src4_24,
-	                       * fw_src4_32, fw_dst4_24, fw_dst4_32 (an apply needs room for the
-	                       * set in force and the new one at once, and checks it first) */
+	__u8 rl4_bits;        /* log2 of the IPv4 rate-state sets (0: no per-source rule) */
+	__u8 prefix_bits[4];  /* direct-index bits of each prefix table (enum fw_prefix_table;
+	                       * 0: no table, every address has the default class) */
+	__u32 rate_sources;   /* control plane only: the rule set's rate-sources setting */
 };
 
 struct fw_active {
@@ -92,16 +115,6 @@ struct fw_bitmap {
 	__u32 decide_dst;
 };
 
-struct fw_key4 {
-	__u32 gen;
-	__u32 addr;           /* host order (the /32 tables; /24 tables key on gen << 24 | block) */
-};
-
-struct fw_key6 {
-	__u32 prefixlen;      /* 8 + prefix length: the first byte is the generation */
-	__u8 data[17];
-};
-
 struct fw_text {
 	__u32 len;
 	char text[508];       /* the rule as written: the kernel keeps the rule set itself */
@@ -113,11 +126,10 @@ struct fw_tat {
 };
 
 /* Per-source rate state of IPv4 sources: an array of 2-way sets, one cache line each, indexed
- * by a multiplicative hash of (rule, address). A kernel LRU hash costs ~30 ns per lookup here and
+ * by a multiplicative hash of (rule, address); 2^fw_gen.rl4_bits sets, sized at apply. A kernel LRU hash costs ~30 ns per lookup here and
  * ~1 us per insert once full (its eviction takes a global lock), which a SYN flood from random
  * sources turns into the firewall's ceiling; a set lookup is an array access and a compare, and a
  * new source overwrites the way idle longer. */
-#define FW_RL4_SET_BITS 17
 struct fw_rl_way4 {
 	__u32 addr;
 	__u32 tag;            /* rule slot + 1; 0 = empty */

@@ -3,6 +3,8 @@
     policy allow|deny                  default verdict when no rule matches (default: allow)
     malformed drop|pass                truncated/malformed IP packets (default: drop)
     non-ip pass|drop                   ARP, LLDP and other non-IP frames (default: pass)
+    rate-sources N                     sources per family with per-source rate state (default
+                                       65536; a new source takes the place of one idle longer)
 
     ACTION [MATCH ...] [rate LIMITS [per-source]]
 
@@ -36,6 +38,8 @@ PROTO_NAMES = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 TCP_FLAGS = {"fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "ack": 0x10, "urg": 0x20,
              "ece": 0x40, "cwr": 0x80}
 MAX_LEN = 65535
+DEFAULT_RATE_SOURCES = 65536   # sources per family with per-source rate state
+MAX_RATE_SOURCES = 1 << 24
 
 
 # A prefix is a plain tuple (version, network as int, prefix length): blocklists hold millions
@@ -97,9 +101,13 @@ class RuleSet:
     policy: str = "allow"
     malformed: str = "drop"
     non_ip: str = "pass"
+    rate_sources: int = DEFAULT_RATE_SOURCES
 
     def settings_text(self) -> list[str]:
-        return [f"policy {self.policy}", f"malformed {self.malformed}", f"non-ip {self.non_ip}"]
+        out = [f"policy {self.policy}", f"malformed {self.malformed}", f"non-ip {self.non_ip}"]
+        if self.rate_sources != DEFAULT_RATE_SOURCES:
+            out.append(f"rate-sources {self.rate_sources}")
+        return out
 
 
 # Dotted-quad decimal only: no leading zeros (octal to inet_aton), no hex, no short forms, and a
@@ -356,6 +364,11 @@ def parse_config(text: str, *, source: str = "config") -> RuleSet:
                 if len(words) != 2 or words[1] not in allowed:
                     raise ConfigError(f"{words[0]} takes one of {', '.join(allowed)}", line=n)
                 setattr(rs, words[0].replace("-", "_"), words[1])
+            elif words[0] == "rate-sources":
+                if len(words) != 2 or not (words[1].isdigit() and words[1].isascii()) \
+                        or not 1 <= int(words[1]) <= MAX_RATE_SOURCES:
+                    raise ConfigError(f"rate-sources takes a number of sources, 1..{MAX_RATE_SOURCES:,}", line=n)
+                rs.rate_sources = int(words[1])
             else:
                 rs.rules.append(parse_rule(line, line=n))
         except ConfigError as exc:
