@@ -20,6 +20,8 @@ import xdpkit
 from xdpkit._sys.libbpf import ffi, require
 from xdpkit.apps.firewall import compiler as C
 from xdpkit.apps.firewall import control as fwc
+from xdpkit.apps.firewall import rangetable as R
+from xdpkit.apps.firewall import sized
 from xdpkit.apps.lb import control as lbc
 from xdpkit.apps.lb import flowhash, plan, viptable
 from xdpkit.apps.lb.config import PROTOCOLS, VipConfig
@@ -30,7 +32,7 @@ from xdpkit.compile import compile_with_deps
 PACKAGE = Path(xdpkit.__file__).parent
 FW_DIR = PACKAGE / "apps" / "firewall"
 LB_DIR = PACKAGE / "apps" / "lb"
-MIRROR_MODULES = (fwc, C, lbc, plan, viptable, flowhash)   # every struct.Struct in them is a kernel layout
+MIRROR_MODULES = (fwc, C, R, lbc, plan, viptable, flowhash)   # every struct.Struct in them is a kernel layout
 
 # ---- the table: Python format -> C type -> the C struct's fields in order --------------------------
 # fields None: the format reads the whole struct as words (only the size must agree).
@@ -40,13 +42,13 @@ FIREWALL_LAYOUTS = [
     ("firewall control._ACTIVE", fwc._ACTIVE, "fw_active", ["gen"]),
     ("firewall control._GEN", fwc._GEN, "fw_gen",
      ["nrules", "nwords", "fields", "src_default4", "src_default6", "dst_default4", "dst_default6",
-      "policy_drop", "malformed_drop", "non_ip_drop", "dirty", "entries"]),
+      "policy_drop", "malformed_drop", "non_ip_drop", "rl4_bits", "prefix_bits", "rate_sources"]),
     ("firewall control._RULE", fwc._RULE, "fw_rule",
      ["slot", "drop", "per_source", "rated", "pad", "pps_interval", "pps_tau", "byte_ns_x1k", "bps_tau"]),
     ("firewall control._TEXT", fwc._TEXT, "fw_text", ["len", "text"]),
     ("firewall control._BITMAP", fwc._BITMAP, "fw_bitmap", ["w", "decide_src", "decide_dst"]),
-    ("firewall control._KEY4", fwc._KEY4, "fw_key4", ["gen", "addr"]),
-    ("firewall control._KEY6", fwc._KEY6, "fw_key6", ["prefixlen", "data"]),
+    ("firewall rangetable.NODE4", R.NODE4, "fw_node4", None),
+    ("firewall rangetable.NODE6", R.NODE6, "fw_node6", None),
     ("firewall control._TAT", fwc._TAT, "fw_tat", ["pps", "bps"]),
     ("firewall control._RL_WAY4", fwc._RL_WAY4, "fw_rl_way4", ["addr", "tag", "seen", "tat"]),
     ("firewall control._RL_KEY6", fwc._RL_KEY6, "fw_rl_key6", ["slot", "addr"]),
@@ -73,15 +75,8 @@ FIREWALL_MAPS = {
     "fw_rule": (fwc._U32, fwc._RULE),
     "fw_text": (fwc._U32, fwc._TEXT),
     "fw_bitmap": (fwc._U32, fwc._BITMAP),
-    "fw_src4_24": (fwc._U32, fwc._U32),
-    "fw_dst4_24": (fwc._U32, fwc._U32),
-    "fw_src4_32": (fwc._KEY4, fwc._U32),
-    "fw_dst4_32": (fwc._KEY4, fwc._U32),
-    "fw_src6": (fwc._KEY6, fwc._U32),
-    "fw_dst6": (fwc._KEY6, fwc._U32),
     **{name: (fwc._U32, fwc._U32) for name, _attr, _size in fwc._TABLES},
     "fw_rl_rule": (fwc._U32, fwc._TAT),
-    "fw_rl_src6": (fwc._RL_KEY6, fwc._TAT),
 }
 LB_MAPS = {
     "lb_cfg": (None, lbc._CFG),
@@ -342,7 +337,22 @@ def firewall_problems(fw: Btf, header: Path) -> list[str]:
         ("compiler.MAX_CLASSES vs FW_MAX_CLASSES", C.MAX_CLASSES, consts.get("FW_MAX_CLASSES")),
         ("compiler.PORT_NONE vs FW_PORT_NONE", C.PORT_NONE, consts.get("FW_PORT_NONE")),
         ("compiler.BYTE_NONE vs FW_BYTE_NONE", C.BYTE_NONE, consts.get("FW_BYTE_NONE")),
-        ("compiler.LONG vs FW_LONG", C.LONG, consts.get("FW_LONG")),
+        ("rangetable.REF_CLASS vs FW_REF_CLASS", R.REF_CLASS, consts.get("FW_REF_CLASS")),
+        ("rangetable.REF_LEAF vs FW_REF_LEAF", R.REF_LEAF, consts.get("FW_REF_LEAF")),
+        ("rangetable.Format.words vs FW_NODE_WORDS", R.Format.words, consts.get("FW_NODE_WORDS")),
+        *((f"rangetable.V{f.family}.{attr} vs FW_{name}{f.family}", getattr(f, attr), consts.get(f"FW_{name}{f.family}"))
+          for f in (R.V4, R.V6) for attr, name in (("leaf_keys", "LEAF"), ("fanout", "FANOUT"), ("max_depth", "DEPTH"))),
+        *((f"sized.PREFIX_MAPS {key} vs enum fw_prefix_table", i, consts.get(f"FW_T_{key.upper()}"))
+          for i, key in enumerate(sized.PREFIX_MAPS)),
+        # the inner maps' shapes are sizeof() of these structs (firewall.bpf.c)
+        ("rangetable.V4.node_bytes vs sizeof(struct fw_node4)", R.V4.node_bytes, fw.type("fw_node4").size),
+        ("rangetable.V6.node_bytes vs sizeof(struct fw_node6)", R.V6.node_bytes, fw.type("fw_node6").size),
+        ("sized.RL_SET_BYTES vs sizeof(struct fw_rl_set4)", sized.RL_SET_BYTES, fw.type("fw_rl_set4").size),
+        ("sized.RL_KEY6_BYTES vs sizeof(struct fw_rl_key6)", sized.RL_KEY6_BYTES, fw.type("fw_rl_key6").size),
+        ("sized.TAT_BYTES vs sizeof(struct fw_tat)", sized.TAT_BYTES, fw.type("fw_tat").size),
+        ("sized.RL_KEY6_BYTES vs control._RL_KEY6", sized.RL_KEY6_BYTES, fwc._RL_KEY6.size),
+        ("sized.TAT_BYTES vs control._TAT", sized.TAT_BYTES, fwc._TAT.size),
+        *((f"sized slot map {name} is a two-generation array of maps", 2, fw.max_entries(name)) for name in sized.SLOTTED),
         *((f"compiler.F_{n} vs FW_F_{n}", f, consts.get(f"FW_F_{n}"))
           for f, n in zip(flags, ("SRC", "DST", "PROTO", "SPORT", "DPORT", "FLAGS", "ICMP", "LEN"))),
         ("2 * compiler.MAX_RULES vs fw_rule max_entries", 2 * C.MAX_RULES, fw.max_entries("fw_rule")),
@@ -355,14 +365,11 @@ def firewall_problems(fw: Btf, header: Path) -> list[str]:
         ("one fw_active vs its max_entries", 1, fw.max_entries("fw_active")),
         *((f"2 * control._TABLES {name} size vs {name} max_entries", 2 * size, fw.max_entries(name))
           for name, _attr, size in fwc._TABLES),
-        *((f"compiler.MAX_EXPANDED vs {name} max_entries", C.MAX_EXPANDED, fw.max_entries(name))
-          for name in fwc._HASH4),
-        *((f"control._LPM6 {name} is in the object", True, name in fw.spec.maps) for name in fwc._LPM6),
         ("control.TEXT_MAX + 1 vs fw_text.text", (fwc.TEXT_MAX + 1, 1), fw.dim("fw_text", "text")),
         ("control._RL_TAG vs offsetof(fw_rl_way4, tag)", fwc._RL_TAG, fw.offset("fw_rl_way4", "tag")),
         ("(control._RL_WAYS, _RL_WAY4.size) vs fw_rl_set4.way", (fwc._RL_WAYS, fwc._RL_WAY4.size), set4),
-        ("control._RL_WAYS * _RL_WAY4.size vs fw_rl_src4 value size", fwc._RL_WAYS * fwc._RL_WAY4.size,
-         fw.spec.maps["fw_rl_src4"].value_size if "fw_rl_src4" in fw.spec.maps else None),
+        ("control._RL_WAYS * _RL_WAY4.size vs sized.RL_SET_BYTES", fwc._RL_WAYS * fwc._RL_WAY4.size,
+         sized.RL_SET_BYTES),
         ("control.REASONS vs fw_reasons max_entries", len(fwc.REASONS), fw.max_entries("fw_reasons")),
         ("control.VERDICTS vs xdpkit_st_verdict max_entries", len(fwc.VERDICTS),
          fw.max_entries("xdpkit_st_verdict")),
@@ -439,7 +446,7 @@ def test_every_struct_format_of_the_control_planes_is_in_the_table():
 
 def test_the_header_parser_reads_defines_and_enums():
     consts, enums = c_constants(FW_DIR / "firewall.h")
-    assert consts["FW_WORDS"] == 16 and consts["FW_LONG"] == 1 << 31 and consts["FW_F_LEN"] == 128
+    assert consts["FW_WORDS"] == 16 and consts["FW_REF_CLASS"] == 1 << 31 and consts["FW_F_LEN"] == 128
     assert enums["fw_reason"][0] == "FW_R_RULE" and consts["FW_NREASONS"] == 7
 
 
@@ -449,7 +456,7 @@ def test_the_checker_finds_wrong_formats(objects):
     gen_fields = FIREWALL_LAYOUTS[2][3]
     assert not layout_problems("ok", fwc._RULE, fw.type("fw_rule"), rule_fields)
     # a field missing: sizes differ
-    assert "short: '<7IBBB' is 31 bytes, struct fw_gen is 48" in \
+    assert "short: '<7IBBB' is 31 bytes, struct fw_gen is 40" in \
         layout_problems("short", struct.Struct("<7IBBB"), fw.type("fw_gen"), gen_fields)
     # same size, fields shifted: a u16 where drop and per_source are
     assert any("fw_rule.drop is bytes 4..5" in p for p in
@@ -457,11 +464,10 @@ def test_the_checker_finds_wrong_formats(objects):
     # same offsets, fields in another order (only the names can tell)
     swapped = [*gen_fields[:3], "dst_default4", "src_default6", "src_default4", *gen_fields[6:]]
     assert any("has fields" in p for p in layout_problems("order", fwc._GEN, fw.type("fw_gen"), swapped))
-    # a real field skipped as padding, and a value packed into C padding
+    # a real field skipped as padding (no shipped struct has C padding left to pack into since
+    # struct fw_key6 went)
     assert any("skipped as padding" in p for p in
                layout_problems("pad", struct.Struct("<Q4xHH"), lb.type("lb_flow_way"), LB_LAYOUTS[0][3]))
-    assert any("leaves as padding" in p for p in
-               layout_problems("hole", struct.Struct("<IB16sBH"), fw.type("fw_key6"), ["prefixlen", "data"]))
     assert layout_problems("gone", fwc._GEN, fw.type("fw_no_such_struct"), gen_fields)
 
 

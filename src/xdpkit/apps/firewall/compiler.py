@@ -47,6 +47,11 @@ class Compiled:
     icmp: list[int] = field(default_factory=list)
     length: list[int] = field(default_factory=list)
 
+    def address_class(self, side: str, family: int, addr: int) -> int:
+        """The class of an address on one side ("src", "dst"), looked up as the program does."""
+        table = self.prefix_tables.get(f"{side}{family}")
+        return R.lookup(table, addr) if table else getattr(self, f"{side}_default{family}")
+
     @property
     def nwords(self) -> int:
         return max(1, (len(self.rules) + 63) // 64)

@@ -20,6 +20,7 @@ firewall.bpf.c walk the nodes as ``lookup`` below does.
 """
 from __future__ import annotations
 
+import struct
 import sys
 from array import array
 from bisect import bisect_left
@@ -31,6 +32,8 @@ from xdpkit.errors import ConfigError
 REF_CLASS = 1 << 31       # FW_REF_CLASS: the reference is a class
 REF_LEAF = 1 << 30        # FW_REF_LEAF: the reference is a leaf node's index
 REF_INDEX = REF_LEAF - 1  # node index bits
+NODE4 = struct.Struct("<16I")   # struct fw_node4 {w[FW_NODE_WORDS]}: read as words
+NODE6 = struct.Struct("<16Q")   # struct fw_node6 {w[FW_NODE_WORDS]}
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,11 @@ class Format:
     max_bits: int         # direct index bits: at most 2^max_bits entries
     max_depth: int        # tree levels fw_lookup walks at most
 
-    words = 16
+    words = 16             # FW_NODE_WORDS
 
     @property
     def node_bytes(self) -> int:
-        return self.words * self.word_bits // 8
+        return (NODE4 if self.word_bits == 32 else NODE6).size
 
     @property
     def typecode(self) -> str:
