@@ -19,8 +19,16 @@ def _up8(n: int) -> int:
     return (n + 7) & ~7
 
 
-def map_memory(map_type: int, key_size: int, value_size: int, max_entries: int) -> int | None:
-    """Bytes of kernel memory for a map of this shape, or None for types not predicted."""
+def _page(n: int) -> int:
+    return (n + 4095) & ~4095
+
+
+def map_memory(map_type: int, key_size: int, value_size: int, max_entries: int, *,
+               mmapable: bool = False) -> int | None:
+    """Bytes of kernel memory for a map of this shape, or None for types not predicted.
+    ``mmapable``: BPF_F_MMAPABLE (libbpf's .data/.rodata/.bss maps), whose parts are whole pages."""
+    if mmapable and map_type == MapType.ARRAY:
+        return _page(_ARRAY_HEADER) + _page(_up8(value_size) * max_entries)
     if map_type in (MapType.ARRAY, MapType.ARRAY_OF_MAPS, MapType.PROG_ARRAY):
         size = 8 if map_type != MapType.ARRAY else _up8(value_size)
         return _ARRAY_HEADER + size * max_entries

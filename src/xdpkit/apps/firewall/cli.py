@@ -33,8 +33,9 @@ def register(sub) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_apply)
 
-    q = fsub.add_parser("check", help="validate a config without touching the kernel")
+    q = fsub.add_parser("check", help="validate a config and predict its kernel memory, without the kernel")
     q.add_argument("config", metavar="CONFIG")
+    q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_check)
 
     q = fsub.add_parser("rule", help="add, delete or list rules")
@@ -90,8 +91,19 @@ def cmd_unload(args) -> int:
 def cmd_check(args) -> int:
     rs = load_config_file(args.config)
     p = plan(rs)  # exactly what apply checks before its first write
-    print(f"{args.config}: {len(rs.rules)} rules, {len(p.compiled.classes)} classes, "
-          f"{p.entries - len(p.compiled.classes):,} prefix table entries: OK")
+    memory = p.memory()
+    tables = {k: {"prefix_intervals": t.intervals, "nodes": t.nodes, "bytes": t.nbytes, "depth": t.depth}
+              for k, t in p.compiled.prefix_tables.items()}
+    if args.json:
+        emit_json({"config": args.config, "rules": len(rs.rules), "classes": len(p.compiled.classes),
+                   "prefix_tables": tables, "memory_bytes": sum(memory.values()), "memory_by_map": memory})
+        return 0
+    print(f"{args.config}: {len(rs.rules)} rules, {len(p.compiled.classes)} classes: OK")
+    for k, t in tables.items():
+        print(f"  {k} prefix table: {t['prefix_intervals']:,} intervals, {t['nodes']:,} nodes, "
+              f"{t['bytes'] / 2**20:.1f} MiB, depth {t['depth']}")
+    print(f"  kernel memory when loaded: {sum(memory.values()) / 2**20:.1f} MiB "
+          f"(fixed maps {sum(memory[k] for k in memory if k not in p.sizes.memory()) / 2**20:.1f} MiB)")
     return 0
 
 

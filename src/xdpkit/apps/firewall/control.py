@@ -135,7 +135,8 @@ def fixed_memory() -> dict[str, int]:
     object's map definitions (the array-of-maps slots hold the sized maps: Plan.memory)."""
     spec = ObjectSpec.from_file(builtin_object("firewall"))
     try:
-        return {kernel_name(m.name): map_memory(m.type, m.key_size, m.value_size, m.max_entries) or 0
+        return {kernel_name(m.name): map_memory(m.type, m.key_size, m.value_size, m.max_entries,
+                                                mmapable=m.internal) or 0
                 for m in spec.maps.values()}
     finally:
         spec.close()

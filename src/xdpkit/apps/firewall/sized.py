@@ -51,8 +51,9 @@ class Sizes:
         return out
 
     def memory(self) -> dict[str, int]:
-        """Bytes of kernel memory per outer map's new slot, as `firewall stats` will report."""
-        return {name: map_memory(*shape) or 0 for name, shape in self.shapes().items()}
+        """Bytes of kernel memory of each map for a slot, named "OUTER[*]" (`firewall stats`
+        names them by the slot they are in: "OUTER[0]" or "OUTER[1]")."""
+        return {f"{name}[*]": map_memory(*shape) or 0 for name, shape in self.shapes().items()}
 
 
 def rate_sizes(rules, sources: int) -> tuple[int, int]:
