@@ -323,13 +323,17 @@ static __always_inline __u32 fw_walk4(void *nodes, __u32 addr, __u32 bits)
 		n = bpf_map_lookup_elem(nodes, &idx);
 		if (!n)
 			return FW_NO_CLASS;
-		if (ref & FW_REF_LEAF) {
-			for (int i = 1; i < FW_LEAF4; i++) /* w[0] <= rel: the leaf's first start */
-				j += fw_le63(n->w[i], rel);
+		/* Branchless binary search: j = how many sorted keys are <= rel. */
+		if (ref & FW_REF_LEAF) { /* w[0] <= rel (the leaf's first start): search w[1..7] */
+			j = fw_le63(n->w[4], rel) << 2;
+			j += fw_le63(n->w[j + 2], rel) << 1;
+			j += fw_le63(n->w[j + 1], rel);
 			return n->w[(FW_LEAF4 + j) & (FW_NODE_WORDS - 1)];
 		}
-		for (int i = 0; i < FW_FANOUT4 - 1; i++)
-			j += fw_le63(n->w[i], rel);
+		j = fw_le63(n->w[7], rel) << 3;           /* separators w[0..14] */
+		j += fw_le63(n->w[j + 3], rel) << 2;
+		j += fw_le63(n->w[j + 1], rel) << 1;
+		j += fw_le63(n->w[j], rel);
 		ref = n->w[FW_FANOUT4 - 1] + (__u32)j;
 	}
 	return ref & FW_REF_CLASS ? ref & ~FW_REF_CLASS : FW_NO_CLASS;
@@ -364,13 +368,16 @@ static __always_inline __u32 fw_walk6(void *nodes, __u64 hi, __u64 lo, __u32 bit
 		n = bpf_map_lookup_elem(nodes, &idx);
 		if (!n)
 			return FW_NO_CLASS;
-		if (ref & FW_REF_LEAF) {
-			for (int i = 1; i < FW_LEAF6; i++)
-				j += fw_le128(&n->w[2 * i], hi, lo);
+		if (ref & FW_REF_LEAF) { /* keys 1..4 (key 0 <= the address): sorted, so key 4 <= it
+					  * only when all are */
+			j = fw_le128(&n->w[2 * 2], hi, lo) << 1;
+			j += fw_le128(&n->w[2 * (j + 1)], hi, lo);
+			j += fw_le128(&n->w[2 * 4], hi, lo);
 			return n->w[(2 * FW_LEAF6 + j) & (FW_NODE_WORDS - 1)];
 		}
-		for (int i = 0; i < FW_FANOUT6 - 1; i++)
-			j += fw_le128(&n->w[2 * i], hi, lo);
+		j = fw_le128(&n->w[2 * 3], hi, lo) << 2;  /* separators 0..6 */
+		j += fw_le128(&n->w[2 * (j + 1)], hi, lo) << 1;
+		j += fw_le128(&n->w[2 * j], hi, lo);
 		ref = n->w[2 * (FW_FANOUT6 - 1)] + (__u32)j;
 	}
 	return ref & FW_REF_CLASS ? ref & ~FW_REF_CLASS : FW_NO_CLASS;
