@@ -87,7 +87,7 @@ def test_memory_follows_the_set():
     big_prefixes = random_prefixes(rnd, 32, 50_000, 1, list(range(20, 33)))
     starts, masks = R.intervals(big_prefixes, 32, 0)
     big = R.build(R.V4, starts, [int(m != 0) for m in masks])
-    assert big.bits == 16 and big.nbytes < 32 * len(starts) + (1 << 16) * 4
+    assert big.bits == len(starts).bit_length() - 2 and big.nbytes < 32 * len(starts) + (4 << big.bits)
 
 
 def test_interval_sweep_merges_neighbours_with_the_same_rules():
