@@ -355,3 +355,34 @@ def test_source_memo_follows_every_apply(fw):
         use(fw, "deny src 198.18.1.2" if i % 2 == 0 else "deny src 198.18.1.3")
         want = Verdict.XDP_DROP if i % 2 == 0 else Verdict.XDP_PASS
         assert [run(fw, frame) for _ in range(3)] == [want] * 3
+
+
+def test_verdict_memo_follows_every_apply_and_each_field_in_use(fw):
+    """The per-CPU memo of decisions is keyed by the apply count and by every field the rule set
+    uses: a port rule's decision is never served to another port, nor after an apply."""
+    for i in range(4):
+        use(fw, "deny udp dport 9\nallow tcp" if i % 2 == 0 else "deny udp dport 10\nallow tcp")
+        drop9 = Verdict.XDP_DROP if i % 2 == 0 else Verdict.XDP_PASS
+        for _ in range(3):
+            assert run(fw, v4() / UDP(dport=9)) == drop9
+            assert run(fw, v4() / UDP(dport=10)) != drop9
+        assert fw.stats()["rules"][0]["packets"] == 3     # memo hits count like the first decision
+    use(fw, "deny len 100-200")
+    short, long_ = v4() / UDP(dport=9), v4() / UDP(dport=9) / (b"x" * 100)
+    assert [run(fw, f) for f in (short, long_, short, long_)] == [Verdict.XDP_PASS, Verdict.XDP_DROP] * 2
+
+
+def test_a_rated_rule_remembered_by_the_memo_is_charged_once_per_packet(fw):
+    """The memo keeps the rated rule, not its decision: within the rate the next rule decides,
+    over it the rate does, and each packet meets the rate exactly once."""
+    use(fw, "ratelimit udp rate 50/s\nallow udp dport 9\npolicy deny")
+    frame = v4() / UDP(dport=9)
+    raw = bytes(frame)
+    prog = fw._obj.programs["xdpkit_firewall"]
+    verdicts = [prog.run(raw).verdict for _ in range(200)]  # a few ms: a token comes every 20
+    s = fw.stats()
+    passed = verdicts.count(Verdict.XDP_PASS)          # charged twice, it would be about 25
+    assert 50 <= passed <= 51 and verdicts[:50] == [Verdict.XDP_PASS] * 50
+    assert s["reasons"]["within_rate"]["packets"] == passed
+    assert s["reasons"]["rate_limited"]["packets"] == 200 - passed
+    assert s["rules"][0]["packets"] == 200 - passed and s["rules"][1]["packets"] == passed

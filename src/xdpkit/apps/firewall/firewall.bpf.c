@@ -22,7 +22,7 @@
 #include <xdpkit/stats.h>
 #include "firewall.h"
 
-const volatile __u8 cfg_src_memo = 1;
+const volatile __u8 cfg_src_memo = 1;   /* the per-CPU memos: fw_src_memo, fw_verdict_memo */
 
 #define READ_ONCE_U32(x) (*(volatile __u32 *)&(x))
 
@@ -32,6 +32,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct fw_src_memo);
 } fw_src_memo SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1 << FW_VERDICT_MEMO_BITS);
+	__type(key, __u32);
+	__type(value, struct fw_verdict_memo);
+} fw_verdict_memo SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -263,16 +270,6 @@ static __always_inline struct fw_rule *fw_rule_at(__u32 gen, __u32 index)
 	__u32 idx = gen * FW_MAX_RULES + (index & (FW_MAX_RULES - 1));
 
 	return bpf_map_lookup_elem(&fw_rule, &idx);
-}
-
-/* A rule without a rate decided: count it and apply its action. */
-static __always_inline int fw_by_rule(struct xdp_md *ctx, struct fw_pkt *p, struct fw_gen *g,
-				      struct fw_rule *r)
-{
-	if (!r)
-		return fw_finish(ctx, p, FW_R_POLICY, g->policy_drop);
-	xdpkit_count(&fw_counters, r->slot & (FW_MAX_RULES - 1), p->len);
-	return fw_finish(ctx, p, FW_R_RULE, r->drop);
 }
 
 static __always_inline __u32 fw_table(void *map, __u32 gen, __u32 size, __u32 key)
@@ -719,6 +716,36 @@ __noinline int fw_match(struct fw_pkt *p, struct fw_gen *g, struct fw_scan *sc)
 	return 0;
 }
 
+/* The key of fw_verdict_memo: the packet's values of the fields the rule set uses. */
+static __always_inline void fw_verdict_key(struct fw_pkt *p, __u32 fields, __u64 *addrs, __u64 *l4, __u32 *len)
+{
+	__u64 src = fields & FW_F_SRC ? p->src4 : 0, dst = fields & FW_F_DST ? p->dst4 : 0;
+
+	*addrs = src << 32 | dst;
+	*l4 = (fields & FW_F_PROTO ? (__u64)(p->proto & 0xff) : 0) |
+	      (fields & FW_F_SPORT ? (__u64)p->sport << 8 : 0) |
+	      (fields & FW_F_DPORT ? (__u64)p->dport << 25 : 0) |
+	      (fields & FW_F_FLAGS ? (__u64)p->flags << 42 : 0) |
+	      (fields & FW_F_ICMP ? (__u64)p->icmp << 51 : 0);
+	*len = fields & FW_F_LEN ? p->len : 0;
+}
+
+/* A decision that depends only on the key: remember it, then count it and act. */
+static __always_inline int fw_decided(struct xdp_md *ctx, struct fw_pkt *p, struct fw_verdict_memo *vm,
+				      __u32 epoch, __u32 slot1, __u32 reason, int drop)
+{
+	if (vm) { /* the key is in place (epoch 0 until now) */
+		vm->rated_rule = 0;
+		vm->slot = slot1;
+		vm->reason = reason;
+		vm->drop = drop;
+		vm->epoch = epoch + 1;
+	}
+	if (slot1)
+		xdpkit_count(&fw_counters, (slot1 - 1) & (FW_MAX_RULES - 1), p->len);
+	return fw_finish(ctx, p, reason, drop);
+}
+
 SEC("xdp")
 int xdpkit_firewall(struct xdp_md *ctx)
 {
@@ -744,24 +771,80 @@ int xdpkit_firewall(struct xdp_md *ctx)
 	if (parsed == 1)
 		xdpkit_count(&fw_reasons, FW_R_FRAGMENT, p.len);
 
+	/* A decision seen before for the same field values (IPv4, memo on): one array access. */
+	struct fw_verdict_memo *vm = NULL;
+	struct fw_scan sc;
+	struct fw_rule *r;
+	int charged = 0;        /* the first matching (rated) rule's rate was checked: within */
+
+	if (cfg_src_memo && p.family == 4) {
+		__u64 addrs, l4;
+		__u32 len, idx;
+
+		fw_verdict_key(&p, g->fields, &addrs, &l4, &len);
+		idx = ((addrs ^ (l4 * 0x9e3779b97f4a7c15ULL) ^ len) * 0xff51afd7ed558ccdULL) >> (64 - FW_VERDICT_MEMO_BITS);
+		vm = bpf_map_lookup_elem(&fw_verdict_memo, &idx);
+		if (vm) {
+			if (vm->epoch == epoch + 1 && vm->addrs == addrs && vm->l4 == l4 && vm->len == len) {
+				if (!vm->rated_rule) {
+					if (vm->slot)
+						xdpkit_count(&fw_counters, (vm->slot - 1) & (FW_MAX_RULES - 1), p.len);
+					return fw_finish(ctx, &p, vm->reason, vm->drop);
+				}
+				r = fw_rule_at(gen, vm->rated_rule - 1);
+				if (!r)
+					return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
+				__builtin_memset(&sc, 0, sizeof(sc));
+				sc.gen = gen;
+				sc.family = 4;
+				sc.len = p.len;
+				sc.src4 = p.src4;
+				sc.rl4_bits = g->rl4_bits;
+				if (!fw_within_rate(r, &sc)) {
+					xdpkit_count(&fw_counters, r->slot & (FW_MAX_RULES - 1), p.len);
+					return fw_finish(ctx, &p, FW_R_RATE_LIMITED, 1);
+				}
+				charged = 1;  /* within its rate: the later rules decide, as below */
+				vm = NULL;
+			} else {
+				vm->epoch = 0; /* taken: filled below once the decision is known */
+				vm->addrs = addrs;
+				vm->l4 = l4;
+				vm->len = len;
+			}
+		}
+	}
+
 	/* The source first: a blocklist rule decides here, before any scan state is built. */
 	__u32 c_src = 0;
 
 	if (g->fields & FW_F_SRC) {
 		c_src = fw_src_class_memo(&p, g, gen, epoch);
-		if (c_src >> 16)
-			return fw_by_rule(ctx, &p, g, fw_rule_at(gen, (c_src >> 16) - 1));
+		if (c_src >> 16) {
+			r = fw_rule_at(gen, (c_src >> 16) - 1);
+			if (!r)
+				return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
+			return fw_decided(ctx, &p, vm, epoch, r->slot + 1, FW_R_RULE, r->drop);
+		}
 	}
-	struct fw_scan sc = { .gen = gen, .family = p.family, .len = p.len, .src4 = p.src4, .c_src = c_src,
-			      .rl4_bits = g->rl4_bits };
-
+	__builtin_memset(&sc, 0, sizeof(sc));
+	sc.gen = gen;
+	sc.family = p.family;
+	sc.len = p.len;
+	sc.src4 = p.src4;
+	sc.c_src = c_src;
+	sc.rl4_bits = g->rl4_bits;
 	__builtin_memcpy(sc.src6, p.src6, 16);
 	int decided = fw_match(&p, g, &sc);
 
 	if (decided < 0)
 		return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
-	if (decided > 0)
-		return fw_by_rule(ctx, &p, g, fw_rule_at(gen, decided - 1));
+	if (decided > 0) {
+		r = fw_rule_at(gen, decided - 1);
+		if (!r)
+			return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
+		return fw_decided(ctx, &p, vm, epoch, r->slot + 1, FW_R_RULE, r->drop);
+	}
 	/* Fast path: the first matching rule decides unless it is rated. */
 	__u64 word = 0;
 	__u32 w;
@@ -772,13 +855,20 @@ int xdpkit_firewall(struct xdp_md *ctx)
 			break;
 	}
 	if (!word || w >= FW_WORDS)
-		return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
-	struct fw_rule *r = fw_rule_at(gen, w * 64 + fw_ctz(word));
+		return fw_decided(ctx, &p, vm, epoch, 0, FW_R_POLICY, g->policy_drop);
+	__u32 first = w * 64 + fw_ctz(word);
 
-	if (!r || !r->rated)
-		return fw_by_rule(ctx, &p, g, r);
+	r = fw_rule_at(gen, first);
+	if (!r)
+		return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
+	if (!r->rated)
+		return fw_decided(ctx, &p, vm, epoch, r->slot + 1, FW_R_RULE, r->drop);
+	if (vm) { /* remember the rule, not the decision: its rate decides each time */
+		vm->rated_rule = first + 1;
+		vm->epoch = epoch + 1;
+	}
 	/* The first rated rule is checked here: a flood over the rate ends without bpf_loop. */
-	if (!fw_within_rate(r, &sc)) {
+	if (!charged && !fw_within_rate(r, &sc)) {
 		xdpkit_count(&fw_counters, r->slot & (FW_MAX_RULES - 1), p.len);
 		return fw_finish(ctx, &p, FW_R_RATE_LIMITED, 1);
 	}

@@ -93,6 +93,25 @@ struct fw_src_memo {
 	__u32 pad;
 };
 
+/* A per-CPU memo of decisions (IPv4): the values of the fields the rule set uses -> the rule that
+ * decided (or the policy), or the rated rule that matched first (its rate decides, so only the
+ * rule is kept). Keyed by the apply count like fw_src_memo, so an apply needs no invalidation; a
+ * flood from a few thousand (source, port, ...) tuples per CPU is decided by one array access
+ * (and a rate check) whatever rule drops it. */
+#define FW_VERDICT_MEMO_BITS 10
+struct fw_verdict_memo {
+	__u64 addrs;          /* src << 32 | dst (0 for a side no rule looks at) */
+	__u64 l4;             /* proto | sport << 8 | dport << 25 | flags << 42 | icmp << 51 */
+	__u32 len;            /* frame length, when a rule looks at it */
+	__u32 epoch;          /* fw_active.gen + 1 (0 = empty) */
+	__u32 slot;           /* rule counter slot + 1; 0: the policy decided */
+	__u32 rated_rule;     /* index + 1 of the rated rule that matches first (0: none; then
+	                       * slot, reason and drop are the decision) */
+	__u8 reason;
+	__u8 drop;
+	__u8 pad[6];
+};
+
 struct fw_rule {
 	__u32 slot;           /* counter slot: stays with the rule across applies */
 	__u8 drop;
