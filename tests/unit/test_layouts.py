@@ -42,7 +42,8 @@ FIREWALL_LAYOUTS = [
     ("firewall control._ACTIVE", fwc._ACTIVE, "fw_active", ["gen"]),
     ("firewall control._GEN", fwc._GEN, "fw_gen",
      ["nrules", "nwords", "fields", "src_default4", "src_default6", "dst_default4", "dst_default6",
-      "policy_drop", "malformed_drop", "non_ip_drop", "rl4_bits", "prefix_bits", "rate_sources"]),
+      "policy_drop", "malformed_drop", "non_ip_drop", "rl4_bits", "prefix_bits", "rate_sources",
+      "memo_addrs_mask", "memo_l4_mask", "memo_len_mask", "pad"]),
     ("firewall control._RULE", fwc._RULE, "fw_rule",
      ["slot", "drop", "per_source", "rated", "pad", "pps_interval", "pps_tau", "byte_ns_x1k", "bps_tau"]),
     ("firewall control._TEXT", fwc._TEXT, "fw_text", ["len", "text"]),
@@ -456,7 +457,7 @@ def test_the_checker_finds_wrong_formats(objects):
     gen_fields = FIREWALL_LAYOUTS[2][3]
     assert not layout_problems("ok", fwc._RULE, fw.type("fw_rule"), rule_fields)
     # a field missing: sizes differ
-    assert "short: '<7IBBB' is 31 bytes, struct fw_gen is 40" in \
+    assert "short: '<7IBBB' is 31 bytes, struct fw_gen is 64" in \
         layout_problems("short", struct.Struct("<7IBBB"), fw.type("fw_gen"), gen_fields)
     # same size, fields shifted: a u16 where drop and per_source are
     assert any("fw_rule.drop is bytes 4..5" in p for p in

@@ -39,10 +39,11 @@ VERDICTS = VERDICT_NAMES   # the stats header counts verdicts by their value
 # tests/unit/test_layouts.py checks every one against the BTF of the shipped object.
 _U32 = struct.Struct("<I")             # __u32: array indexes, prefix /24 keys, class numbers
 _ACTIVE = struct.Struct("<I")          # struct fw_active {gen}
-_GEN = struct.Struct("<7IBBBB4BI")     # struct fw_gen {nrules, nwords, fields, src_default4,
+_GEN = struct.Struct("<7IBBBB4BIQQII")  # struct fw_gen {nrules, nwords, fields, src_default4,
                                        #   src_default6, dst_default4, dst_default6, policy_drop,
                                        #   malformed_drop, non_ip_drop, rl4_bits, prefix_bits[4],
-                                       #   rate_sources}
+                                       #   rate_sources, memo_addrs_mask, memo_l4_mask,
+                                       #   memo_len_mask, pad}
 _GEN_SETTINGS = 10                     # fields before rl4_bits: what the rule set says
 _GEN_RATE_SOURCES = 15
 _RULE = struct.Struct("<IBBBBQQQQ")    # struct fw_rule {slot, drop, per_source, rated, pad,
@@ -346,7 +347,7 @@ class Firewall(AppHandle):
         self._map("fw_gen").update_raw(_U32.pack(gen), _GEN.pack(
             len(c.rules), c.nwords, c.fields, c.src_default4, c.src_default6, c.dst_default4,
             c.dst_default6, c.policy_drop, c.malformed_drop, c.non_ip_drop, p.sizes.rl4_bits, *bits,
-            p.rate_sources))
+            p.rate_sources, *_memo_masks(c.fields), 0))
 
     def add_rule(self, text: str, *, position: int | None = None) -> ApplyResult:
         rule = parse_rule(text)
@@ -420,6 +421,17 @@ class Firewall(AppHandle):
         return {"ifname": self.ifname, "program_id": self.prog_id, "generation": gen, "rules": rules,
                 "reasons": reasons, "verdicts": verdicts, "memory_bytes": sum(memory.values()),
                 "memory_by_map": memory}
+
+
+def _memo_masks(fields: int) -> tuple[int, int, int]:
+    """fw_gen's masks of the verdict memo's key (struct fw_verdict_memo): the bits of the fields
+    the rule set uses."""
+    def on(flag: int, mask: int) -> int:
+        return mask if fields & flag else 0
+    addrs = on(C.F_SRC, 0xFFFFFFFF << 32) | on(C.F_DST, 0xFFFFFFFF)
+    l4 = (on(C.F_PROTO, 0xFF) | on(C.F_SPORT, 0x1FFFF << 8) | on(C.F_DPORT, 0x1FFFF << 25)
+          | on(C.F_FLAGS, 0x1FF << 42) | on(C.F_ICMP, 0x1FF << 51))
+    return addrs, l4, on(C.F_LEN, 0xFFFF)
 
 
 def _forget_sources4(sets, slots: set[int]) -> None:

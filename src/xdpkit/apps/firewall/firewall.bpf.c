@@ -716,18 +716,14 @@ __noinline int fw_match(struct fw_pkt *p, struct fw_gen *g, struct fw_scan *sc)
 	return 0;
 }
 
-/* The key of fw_verdict_memo: the packet's values of the fields the rule set uses. */
-static __always_inline void fw_verdict_key(struct fw_pkt *p, __u32 fields, __u64 *addrs, __u64 *l4, __u32 *len)
+/* The key of fw_verdict_memo: the packet's values of the fields the rule set uses (the control
+ * plane's masks in fw_gen clear the others). */
+static __always_inline void fw_verdict_key(struct fw_pkt *p, struct fw_gen *g, __u64 *addrs, __u64 *l4, __u32 *len)
 {
-	__u64 src = fields & FW_F_SRC ? p->src4 : 0, dst = fields & FW_F_DST ? p->dst4 : 0;
-
-	*addrs = src << 32 | dst;
-	*l4 = (fields & FW_F_PROTO ? (__u64)(p->proto & 0xff) : 0) |
-	      (fields & FW_F_SPORT ? (__u64)p->sport << 8 : 0) |
-	      (fields & FW_F_DPORT ? (__u64)p->dport << 25 : 0) |
-	      (fields & FW_F_FLAGS ? (__u64)p->flags << 42 : 0) |
-	      (fields & FW_F_ICMP ? (__u64)p->icmp << 51 : 0);
-	*len = fields & FW_F_LEN ? p->len : 0;
+	*addrs = ((__u64)p->src4 << 32 | p->dst4) & g->memo_addrs_mask;
+	*l4 = ((__u64)(p->proto & 0xff) | (__u64)p->sport << 8 | (__u64)p->dport << 25 |
+	       (__u64)p->flags << 42 | (__u64)p->icmp << 51) & g->memo_l4_mask;
+	*len = p->len & g->memo_len_mask;
 }
 
 /* A decision that depends only on the key: remember it, then count it and act. */
@@ -737,8 +733,7 @@ static __always_inline int fw_decided(struct xdp_md *ctx, struct fw_pkt *p, stru
 	if (vm) { /* the key is in place (epoch 0 until now) */
 		vm->rated_rule = 0;
 		vm->slot = slot1;
-		vm->reason = reason;
-		vm->drop = drop;
+		vm->len_decision |= reason << 16 | (drop ? 1 : 0) << 24;
 		vm->epoch = epoch + 1;
 	}
 	if (slot1)
@@ -771,25 +766,46 @@ int xdpkit_firewall(struct xdp_md *ctx)
 	if (parsed == 1)
 		xdpkit_count(&fw_reasons, FW_R_FRAGMENT, p.len);
 
-	/* A decision seen before for the same field values (IPv4, memo on): one array access. */
 	struct fw_verdict_memo *vm = NULL;
 	struct fw_scan sc;
 	struct fw_rule *r;
 	int charged = 0;        /* the first matching (rated) rule's rate was checked: within */
+	__u32 c_src = 0, have_src = 0;
 
+	/* A source seen before (IPv4, memo on): a blocklist rule decides on it alone, cheaper than
+	 * the decision memo's key; otherwise its class saves the table walk below. */
+	if (cfg_src_memo && p.family == 4 && (g->fields & FW_F_SRC)) {
+		__u32 idx = (p.src4 * 2654435761u) >> (32 - FW_SRC_MEMO_BITS);
+		struct fw_src_memo *m = bpf_map_lookup_elem(&fw_src_memo, &idx);
+
+		if (m && m->addr == p.src4 && m->epoch == epoch + 1) {
+			c_src = m->c_src;
+			have_src = 1;
+			if (c_src >> 16) {
+				r = fw_rule_at(gen, (c_src >> 16) - 1);
+				if (!r)
+					return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
+				xdpkit_count(&fw_counters, r->slot & (FW_MAX_RULES - 1), p.len);
+				return fw_finish(ctx, &p, FW_R_RULE, r->drop);
+			}
+		}
+	}
+
+	/* A decision seen before for the same field values (IPv4, memo on): one array access. */
 	if (cfg_src_memo && p.family == 4) {
 		__u64 addrs, l4;
 		__u32 len, idx;
 
-		fw_verdict_key(&p, g->fields, &addrs, &l4, &len);
-		idx = ((addrs ^ (l4 * 0x9e3779b97f4a7c15ULL) ^ len) * 0xff51afd7ed558ccdULL) >> (64 - FW_VERDICT_MEMO_BITS);
+		fw_verdict_key(&p, g, &addrs, &l4, &len);
+		idx = ((addrs ^ (l4 << 7) ^ (l4 >> 29) ^ len) * 0x9e3779b97f4a7c15ULL) >> (64 - FW_VERDICT_MEMO_BITS);
 		vm = bpf_map_lookup_elem(&fw_verdict_memo, &idx);
 		if (vm) {
-			if (vm->epoch == epoch + 1 && vm->addrs == addrs && vm->l4 == l4 && vm->len == len) {
+			if (vm->epoch == epoch + 1 && vm->addrs == addrs && vm->l4 == l4 &&
+			    (vm->len_decision & 0xffff) == len) {
 				if (!vm->rated_rule) {
 					if (vm->slot)
 						xdpkit_count(&fw_counters, (vm->slot - 1) & (FW_MAX_RULES - 1), p.len);
-					return fw_finish(ctx, &p, vm->reason, vm->drop);
+					return fw_finish(ctx, &p, (vm->len_decision >> 16) & 0xff, vm->len_decision >> 24);
 				}
 				r = fw_rule_at(gen, vm->rated_rule - 1);
 				if (!r)
@@ -810,16 +826,15 @@ int xdpkit_firewall(struct xdp_md *ctx)
 				vm->epoch = 0; /* taken: filled below once the decision is known */
 				vm->addrs = addrs;
 				vm->l4 = l4;
-				vm->len = len;
+				vm->len_decision = len;
 			}
 		}
 	}
 
 	/* The source first: a blocklist rule decides here, before any scan state is built. */
-	__u32 c_src = 0;
-
 	if (g->fields & FW_F_SRC) {
-		c_src = fw_src_class_memo(&p, g, gen, epoch);
+		if (!have_src)
+			c_src = fw_src_class_memo(&p, g, gen, epoch);
 		if (c_src >> 16) {
 			r = fw_rule_at(gen, (c_src >> 16) - 1);
 			if (!r)

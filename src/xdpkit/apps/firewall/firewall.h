@@ -76,6 +76,11 @@ struct fw_gen {
 	__u8 prefix_bits[4];  /* direct-index bits of each prefix table (enum fw_prefix_table;
 	                       * 0: no table, every address has the default class) */
 	__u32 rate_sources;   /* control plane only: the rule set's rate-sources setting */
+	/* fw_verdict_memo's key masks: the bits of the fields this rule set uses */
+	__u64 memo_addrs_mask;
+	__u64 memo_l4_mask;
+	__u32 memo_len_mask;
+	__u32 pad;
 };
 
 struct fw_active {
@@ -99,17 +104,14 @@ struct fw_src_memo {
  * flood from a few thousand (source, port, ...) tuples per CPU is decided by one array access
  * (and a rate check) whatever rule drops it. */
 #define FW_VERDICT_MEMO_BITS 10
-struct fw_verdict_memo {
+struct fw_verdict_memo {  /* 32 bytes: two to a cache line */
 	__u64 addrs;          /* src << 32 | dst (0 for a side no rule looks at) */
 	__u64 l4;             /* proto | sport << 8 | dport << 25 | flags << 42 | icmp << 51 */
-	__u32 len;            /* frame length, when a rule looks at it */
+	__u32 len_decision;   /* frame length (when a rule looks at it) | reason << 16 | drop << 24 */
 	__u32 epoch;          /* fw_active.gen + 1 (0 = empty) */
 	__u32 slot;           /* rule counter slot + 1; 0: the policy decided */
 	__u32 rated_rule;     /* index + 1 of the rated rule that matches first (0: none; then
 	                       * slot, reason and drop are the decision) */
-	__u8 reason;
-	__u8 drop;
-	__u8 pad[6];
 };
 
 struct fw_rule {
