@@ -770,26 +770,7 @@ int xdpkit_firewall(struct xdp_md *ctx)
 	struct fw_scan sc;
 	struct fw_rule *r;
 	int charged = 0;        /* the first matching (rated) rule's rate was checked: within */
-	__u32 c_src = 0, have_src = 0;
-
-	/* A source seen before (IPv4, memo on): a blocklist rule decides on it alone, cheaper than
-	 * the decision memo's key; otherwise its class saves the table walk below. */
-	if (cfg_src_memo && p.family == 4 && (g->fields & FW_F_SRC)) {
-		__u32 idx = (p.src4 * 2654435761u) >> (32 - FW_SRC_MEMO_BITS);
-		struct fw_src_memo *m = bpf_map_lookup_elem(&fw_src_memo, &idx);
-
-		if (m && m->addr == p.src4 && m->epoch == epoch + 1) {
-			c_src = m->c_src;
-			have_src = 1;
-			if (c_src >> 16) {
-				r = fw_rule_at(gen, (c_src >> 16) - 1);
-				if (!r)
-					return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
-				xdpkit_count(&fw_counters, r->slot & (FW_MAX_RULES - 1), p.len);
-				return fw_finish(ctx, &p, FW_R_RULE, r->drop);
-			}
-		}
-	}
+	__u32 c_src = 0;
 
 	/* A decision seen before for the same field values (IPv4, memo on): one array access. */
 	if (cfg_src_memo && p.family == 4) {
@@ -831,10 +812,10 @@ int xdpkit_firewall(struct xdp_md *ctx)
 		}
 	}
 
-	/* The source first: a blocklist rule decides here, before any scan state is built. */
+	/* Then the source: a blocklist rule decides here, before any scan state is built (the source
+	 * memo answers a flood from listed sources whose ports change every packet). */
 	if (g->fields & FW_F_SRC) {
-		if (!have_src)
-			c_src = fw_src_class_memo(&p, g, gen, epoch);
+		c_src = fw_src_class_memo(&p, g, gen, epoch);
 		if (c_src >> 16) {
 			r = fw_rule_at(gen, (c_src >> 16) - 1);
 			if (!r)
