@@ -20,11 +20,11 @@ from xdpkit.lab import bench, trafficgen as tg
 import xdpkit
 from xdpkit import netns as xns
 from xdpkit.bpffs import pin_root
-from xdpkit.builtin import builtin_object
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import firewall  # noqa: E402  (bench/firewall.py)
+import firewall_scale  # noqa: E402  (bench/firewall_scale.py)
 import lb  # noqa: E402  (bench/lb.py)
 import observe  # noqa: E402  (bench/observe.py)
 EXAMPLES = Path(xdpkit.__file__).parent / "examples"
@@ -146,7 +146,7 @@ def scaling_and_sampling(duration: float) -> dict:
 
 def markdown(res: dict) -> str:
     m = res["machine"]
-    lines = [f"# xdpkit benchmark results", "",
+    lines = ["# xdpkit benchmark results", "",
              f"Machine: {m['cpu']}, {m['cpus']} CPUs, kernel {m['kernel']}; {m['date']}.", "",
              "## Per-program cost (BPF_PROG_TEST_RUN, 64-byte UDP, repeat "
              f"{res['repeat']:,}, median of 5 rounds)", "",
@@ -208,11 +208,14 @@ def main() -> int:
     res["stats"] = observe.stats_cost()
     log("firewall")
     res["firewall"] = firewall.run(args.duration)
+    log("firewall prefix tables at scale")
+    res["firewall_scale"] = firewall_scale.run(args.duration)
     log("load balancer")
     res["lb"] = lb.run(args.duration)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(res, indent=2) + "\n")
-    md = markdown(res) + "\n" + stats_markdown(res["stats"]) + "\n" + firewall.markdown(res["firewall"]) + "\n" + lb.markdown(res["lb"])
+    md = (markdown(res) + "\n" + stats_markdown(res["stats"]) + "\n" + firewall.markdown(res["firewall"]) + "\n"
+          + firewall_scale.markdown(res["firewall_scale"]) + "\n" + lb.markdown(res["lb"]))
     (RESULTS / "latest.md").write_text(md)
     print(md)
     return 0
