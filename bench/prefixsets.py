@@ -115,24 +115,22 @@ def _words(path: str | os.PathLike) -> list[str]:
     return text.split()
 
 
-def prefixes_v4(path: str | os.PathLike) -> list[tuple[int, int]]:
-    """(network, prefix length) per line; a bare address is a /32. inet_pton is strict (no
-    octal or short forms), and host bits are masked as the firewall masks them."""
-    pton, af, from_bytes, masks = socket.inet_pton, socket.AF_INET, int.from_bytes, _MASK32
+def _prefixes(path: str | os.PathLike, af: int, width: int, masks) -> list[tuple[int, int]]:
+    pton, from_bytes = socket.inet_pton, int.from_bytes
     out = []
     for word in _words(path):
         addr, _, plen_text = word.partition("/")
-        plen = int(plen_text) if plen_text else 32
+        plen = int(plen_text) if plen_text else width
         out.append((from_bytes(pton(af, addr), "big") & masks[plen], plen))
     return out
+
+
+def prefixes_v4(path: str | os.PathLike) -> list[tuple[int, int]]:
+    """(network, prefix length) per line; a bare address is a /32. inet_pton is strict (no
+    octal or short forms), and host bits are masked as the firewall masks them."""
+    return _prefixes(path, socket.AF_INET, 32, _MASK32)
 
 
 def prefixes_v6(path: str | os.PathLike) -> list[tuple[int, int]]:
     """(network, prefix length) per line; a bare address is a /128; host bits masked."""
-    pton, af, from_bytes, masks = socket.inet_pton, socket.AF_INET6, int.from_bytes, _MASK128
-    out = []
-    for word in _words(path):
-        addr, _, plen_text = word.partition("/")
-        plen = int(plen_text) if plen_text else 128
-        out.append((from_bytes(pton(af, addr), "big") & masks[plen], plen))
-    return out
+    return _prefixes(path, socket.AF_INET6, 128, _MASK128)

@@ -168,8 +168,8 @@ class Firewall(AppHandle):
              progress=None, src_memo: bool = True) -> "Firewall":
         """Load the firewall, fill it with ``ruleset`` and attach it to ``iface`` (persistent).
 
-        ``src_memo=False`` switches off the per-CPU memo of source-address lookups, so every
-        packet walks the prefix tables (what the benchmark's table-cost figures measure).
+        ``src_memo=False`` switches off the per-CPU memos (of decisions and of source classes),
+        so every packet walks the tables (what the benchmark's table-cost figures measure).
         """
         ifname = cls._ifname_free(iface)
         planned = plan(ruleset or RuleSet())  # a bad rule set fails before anything is loaded
