@@ -336,6 +336,7 @@ def firewall_problems(fw: Btf, header: Path) -> list[str]:
         ("compiler.MAX_RULES vs FW_MAX_RULES", C.MAX_RULES, consts.get("FW_MAX_RULES")),
         ("compiler.WORDS vs FW_WORDS", C.WORDS, consts.get("FW_WORDS")),
         ("compiler.MAX_CLASSES vs FW_MAX_CLASSES", C.MAX_CLASSES, consts.get("FW_MAX_CLASSES")),
+        ("compiler.DECIDE_SHIFT vs FW_DECIDE_SHIFT", C.DECIDE_SHIFT, consts.get("FW_DECIDE_SHIFT")),
         ("compiler.PORT_NONE vs FW_PORT_NONE", C.PORT_NONE, consts.get("FW_PORT_NONE")),
         ("compiler.BYTE_NONE vs FW_BYTE_NONE", C.BYTE_NONE, consts.get("FW_BYTE_NONE")),
         ("rangetable.REF_CLASS vs FW_REF_CLASS", R.REF_CLASS, consts.get("FW_REF_CLASS")),

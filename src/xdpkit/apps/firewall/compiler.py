@@ -18,6 +18,7 @@ from xdpkit.errors import ConfigError
 MAX_RULES = 1024         # FW_MAX_RULES
 WORDS = MAX_RULES // 64  # FW_WORDS: u64 words of a class bitmap (struct fw_bitmap.w)
 MAX_CLASSES = 16384      # FW_MAX_CLASSES
+DECIDE_SHIFT = 16        # FW_DECIDE_SHIFT: source class values carry the deciding rule above it
 PORT_NONE = 65536        # FW_PORT_NONE: port-table class of packets without ports
 BYTE_NONE = 256          # FW_BYTE_NONE: flags/icmp-table class of non-TCP / non-ICMP packets
 LEN_SIZE = 65536         # FW_TABLE(fw_len, 65536): one class per frame length
@@ -50,7 +51,9 @@ class Compiled:
     def address_class(self, side: str, family: int, addr: int) -> int:
         """The class of an address on one side ("src", "dst"), looked up as the program does."""
         table = self.prefix_tables.get(f"{side}{family}")
-        return R.lookup(table, addr) if table else getattr(self, f"{side}_default{family}")
+        if table:
+            return R.lookup(table, addr) & (MAX_CLASSES - 1)   # without the source's decide bits
+        return getattr(self, f"{side}_default{family}")
 
     @property
     def nwords(self) -> int:
@@ -63,17 +66,26 @@ class Compiled:
     def decides(self, cls: int) -> tuple[int, int]:
         """(decide_src, decide_dst) of a class: rule index + 1 when the class's first rule has
         no condition but that address (and no rate), else 0."""
-        mask = self.classes[cls]
-        if not mask:
-            return 0, 0
-        i = (mask & -mask).bit_length() - 1
-        r = self.rules[i]
-        rest = (r.protos, r.sports, r.dports, r.flags, r.icmp_type, r.length)
-        if r.rated or any(x is not None for x in rest):
-            return 0, 0
-        only_src = r.src is not None and r.dst is None
-        only_dst = r.dst is not None and r.src is None
-        return (i + 1 if only_src else 0), (i + 1 if only_dst else 0)
+        return _decides(self.rules, self.classes[cls])
+
+    def src_value(self, cls: int) -> int:
+        """What a source prefix table (and fw_gen's source defaults) hold for a class: the class,
+        and above DECIDE_SHIFT the rule that decides on the source alone (fw_src_class returns
+        it as it is, with no read of the class's bitmap)."""
+        return cls | _decides(self.rules, self.classes[cls])[0] << DECIDE_SHIFT
+
+
+def _decides(rules: list[Rule], mask: int) -> tuple[int, int]:
+    if not mask:
+        return 0, 0
+    i = (mask & -mask).bit_length() - 1
+    r = rules[i]
+    rest = (r.protos, r.sports, r.dports, r.flags, r.icmp_type, r.length)
+    if r.rated or any(x is not None for x in rest):
+        return 0, 0
+    only_src = r.src is not None and r.dst is None
+    only_dst = r.dst is not None and r.src is None
+    return (i + 1 if only_src else 0), (i + 1 if only_dst else 0)
 
 
 class _Interner:
@@ -117,10 +129,11 @@ def _sweep(size: int, ranges: list[tuple[int, int, int]], wild: int, intern: _In
 
 
 def _prefix_table(fmt: R.Format, prefixes: dict[tuple[int, int], int], wild: int,
-                  intern: _Interner) -> R.Table:
-    """The range table of one side and family: {(network, length): rule mask} -> classes."""
+                  intern: _Interner, value) -> R.Table:
+    """The range table of one side and family: {(network, length): rule mask} -> class values
+    (``value(class id, mask)``)."""
     starts, masks = R.intervals(prefixes, fmt.width, wild)
-    ids = {m: intern(m) for m in dict.fromkeys(masks)}
+    ids = {m: value(intern(m), m) for m in dict.fromkeys(masks)}
     return R.build(fmt, starts, [ids[m] for m in masks])
 
 
@@ -154,7 +167,10 @@ def compile_rules(rs: RuleSet) -> Compiled:
         for family, prefixes in by_family.items():
             setattr(out, f"{side}_default{family}", intern(w))
             if prefixes:
-                out.prefix_tables[f"{side}{family}"] = _prefix_table(R.FORMATS[family], prefixes, w, intern)
+                out.prefix_tables[f"{side}{family}"] = _prefix_table(
+                    R.FORMATS[family], prefixes, w, intern,
+                    (lambda cid, m: cid | _decides(rules, m)[0] << DECIDE_SHIFT) if side == "src"
+                    else (lambda cid, m: cid))
 
     if out.fields & F_PROTO:
         w = wild("protos")

@@ -345,7 +345,7 @@ class Firewall(AppHandle):
                                                   for k, v in enumerate(table)])
         bits = [c.prefix_tables[k].bits if k in c.prefix_tables else 0 for k in sized.PREFIX_MAPS]
         self._map("fw_gen").update_raw(_U32.pack(gen), _GEN.pack(
-            len(c.rules), c.nwords, c.fields, c.src_default4, c.src_default6, c.dst_default4,
+            len(c.rules), c.nwords, c.fields, c.src_value(c.src_default4), c.src_value(c.src_default6), c.dst_default4,
             c.dst_default6, c.policy_drop, c.malformed_drop, c.non_ip_drop, p.sizes.rl4_bits, *bits,
             p.rate_sources, *_memo_masks(c.fields), 0))
 

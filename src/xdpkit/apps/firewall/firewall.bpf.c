@@ -624,22 +624,16 @@ malformed:
 	return -1;
 }
 
-/* The class of the source address, and in the upper 16 bits the rule that decides on it
+/* The class of the source address, and above FW_DECIDE_SHIFT the rule that decides on it
  * alone (index + 1, see fw_bitmap.decide_src), 0 when the scan must go on. */
 __noinline __u32 fw_src_class(struct fw_pkt *p, struct fw_gen *g, __u32 gen)
 {
-	struct fw_bitmap *b;
-	__u32 c;
-
 	if (!p || !g)
 		return 0;
 	gen &= 1;
-	c = p->family == 4 ? fw_class4(0, g, gen, p->src4) : fw_class6(0, g, gen, p->src6);
-	c &= FW_MAX_CLASSES - 1;
-	b = fw_bm(gen, c);
-	if (b && b->decide_src)
-		return c | ((b->decide_src & 0xffff) << 16);
-	return c;
+	/* source tables and defaults hold the decide_src bits already (compiler.src_value): no
+	 * read of the class's bitmap here */
+	return p->family == 4 ? fw_class4(0, g, gen, p->src4) : fw_class6(0, g, gen, p->src6);
 }
 
 /* fw_src_class through the per-CPU memo (IPv4): a flood from a few thousand sources skips the
@@ -817,8 +811,8 @@ int xdpkit_firewall(struct xdp_md *ctx)
 	 * memo answers a flood from listed sources whose ports change every packet). */
 	if (g->fields & FW_F_SRC) {
 		c_src = fw_src_class_memo(&p, g, gen, epoch);
-		if (c_src >> 16) {
-			r = fw_rule_at(gen, (c_src >> 16) - 1);
+		if (c_src >> FW_DECIDE_SHIFT) {
+			r = fw_rule_at(gen, (c_src >> FW_DECIDE_SHIFT) - 1);
 			if (!r)
 				return fw_finish(ctx, &p, FW_R_POLICY, g->policy_drop);
 			return fw_decided(ctx, &p, vm, epoch, r->slot + 1, FW_R_RULE, r->drop);

@@ -9,6 +9,8 @@
 #define FW_MAX_RULES 1024
 #define FW_WORDS (FW_MAX_RULES / 64)
 #define FW_MAX_CLASSES 16384
+#define FW_DECIDE_SHIFT 16   /* source classes carry, above this, the rule that decides on the
+                              * source alone (index + 1; fw_bitmap.decide_src) */
 #define FW_MAX_FALLTHROUGH 8 /* rated rules a packet may pass within their rate */
 
 /* fields a rule set uses; unused fields are not looked up at all */
@@ -65,7 +67,8 @@ struct fw_gen {
 	__u32 nrules;
 	__u32 nwords;
 	__u32 fields;         /* FW_F_* */
-	__u32 src_default4;   /* class for addresses no prefix covers (rules without src) */
+	__u32 src_default4;   /* class for addresses no prefix covers (rules without src); the
+	                       * source ones carry decide_src above FW_DECIDE_SHIFT */
 	__u32 src_default6;
 	__u32 dst_default4;
 	__u32 dst_default6;
