@@ -107,7 +107,8 @@ def test_a_set_over_4m_blocks_loads_reapplies_and_is_edited(fw, tmp_path):
     assert verdict(fw, Ether(**E) / IP(src="10.1.2.3") / UDP()) == Verdict.XDP_PASS
     fw.delete_rule("1")
     assert verdict(fw, Ether(**E) / IP(src="10.1.2.3") / UDP()) == Verdict.XDP_DROP
-    assert all(slot == fw.generation for _, slot, _m in sized.inner_maps(fw).__enter__())
+    with sized.inner_maps(fw) as held:
+        assert held and all(slot == fw.generation for _, slot, _m in held)
 
 
 def test_memory_follows_the_rule_set_and_check_predicts_it(fw, tmp_path):

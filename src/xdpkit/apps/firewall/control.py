@@ -37,7 +37,7 @@ VERDICTS = VERDICT_NAMES   # the stats header counts verdicts by their value
 
 # The kernel layouts this file packs, mirrored from firewall.h (little-endian hosts).
 # tests/unit/test_layouts.py checks every one against the BTF of the shipped object.
-_U32 = struct.Struct("<I")             # __u32: array indexes, prefix /24 keys, class numbers
+_U32 = struct.Struct("<I")             # __u32: array indexes, class numbers
 _ACTIVE = struct.Struct("<I")          # struct fw_active {gen}
 _GEN = struct.Struct("<7IBBBB4BIQQII")  # struct fw_gen {nrules, nwords, fields, src_default4,
                                        #   src_default6, dst_default4, dst_default6, policy_drop,
