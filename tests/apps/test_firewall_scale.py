@@ -131,7 +131,7 @@ def test_memory_follows_the_rule_set_and_check_predicts_it(fw, tmp_path):
 
 def test_rate_state_exists_only_for_per_source_rules_sized_by_rate_sources(fw):
     def rate_maps():
-        with sized.inner_maps(fw, (sized.RATE4, sized.RATE6)) as held:
+        with sized.inner_maps(fw, sized.RATE_MAPS) as held:
             return {name: (m.id, m.max_entries) for name, _slot, m in held}
 
     fw.apply(parse_config("deny udp rate 100/s\n"))          # rated, but not per source
@@ -149,8 +149,16 @@ def test_rate_state_exists_only_for_per_source_rules_sized_by_rate_sources(fw):
     assert sum(verdict(fw, frame) == Verdict.XDP_PASS for _ in range(50)) < 40
     fw.apply(parse_config("deny udp rate 100/s per-source\nrate-sources 70000\n"))
     maps = rate_maps()
+    assert set(maps) == {sized.RATE4, sized.RATE6}
     assert maps[sized.RATE4][1] == 65536 and maps[sized.RATE6][1] == 70000
     assert fw.ruleset().rate_sources == 70000
+    fw.apply(parse_config("deny udp rate 100/s per-source\n"))   # the default size: its own slots
+    maps = rate_maps()
+    assert set(maps) == {sized.RATE4_DEFAULT, sized.RATE6}
+    assert maps[sized.RATE4_DEFAULT][1] == 1 << sized.RL4_DEFAULT_BITS and maps[sized.RATE6][1] == 65536
+    raw, prog = bytes(Ether(**E) / IP(src="198.18.1.9") / UDP()), fw._obj.programs["xdpkit_firewall"]
+    passed = sum(prog.run(raw).verdict == Verdict.XDP_PASS for _ in range(150))
+    assert 100 <= passed <= 102                               # a burst of one second's packets
     fw.apply(parse_config("policy allow\n"))
     assert rate_maps() == {}
 

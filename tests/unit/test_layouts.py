@@ -22,6 +22,7 @@ from xdpkit.apps.firewall import compiler as C
 from xdpkit.apps.firewall import control as fwc
 from xdpkit.apps.firewall import rangetable as R
 from xdpkit.apps.firewall import sized
+from xdpkit.apps.firewall.rules import DEFAULT_RATE_SOURCES, parse_rule
 from xdpkit.apps.lb import control as lbc
 from xdpkit.apps.lb import flowhash, plan, viptable
 from xdpkit.apps.lb.config import PROTOCOLS, VipConfig
@@ -350,6 +351,9 @@ def firewall_problems(fw: Btf, header: Path) -> list[str]:
         ("rangetable.V4.node_bytes vs sizeof(struct fw_node4)", R.V4.node_bytes, fw.type("fw_node4").size),
         ("rangetable.V6.node_bytes vs sizeof(struct fw_node6)", R.V6.node_bytes, fw.type("fw_node6").size),
         ("sized.RL_SET_BYTES vs sizeof(struct fw_rl_set4)", sized.RL_SET_BYTES, fw.type("fw_rl_set4").size),
+        ("sized.RL4_DEFAULT_BITS vs FW_RL4_DEFAULT_BITS", sized.RL4_DEFAULT_BITS, consts.get("FW_RL4_DEFAULT_BITS")),
+        ("the default rate-sources fills the default rate map", sized.RL4_DEFAULT_BITS,
+         sized.rate_sizes([parse_rule("deny udp rate 1/s per-source")], DEFAULT_RATE_SOURCES)[0]),
         ("sized.RL_KEY6_BYTES vs sizeof(struct fw_rl_key6)", sized.RL_KEY6_BYTES, fw.type("fw_rl_key6").size),
         ("sized.TAT_BYTES vs sizeof(struct fw_tat)", sized.TAT_BYTES, fw.type("fw_tat").size),
         ("sized.RL_KEY6_BYTES vs control._RL_KEY6", sized.RL_KEY6_BYTES, fwc._RL_KEY6.size),

@@ -313,13 +313,13 @@ class Firewall(AppHandle):
 
     def _forget_sources(self, slots: set[int]) -> None:
         """A rule taking over a counter slot must not inherit its predecessor's rate state."""
-        with sized.inner_maps(self, (sized.RATE4, sized.RATE6)) as held:
+        with sized.inner_maps(self, sized.RATE_MAPS) as held:
             seen = set()
             for name, _slot, m in held:
                 if m.id in seen:
                     continue  # both generations hold the same map
                 seen.add(m.id)
-                if name == sized.RATE4:
+                if name != sized.RATE6:
                     _forget_sources4(m, slots)
                 else:
                     for k in [k for k, _ in m.raw_items() if _RL_KEY6.unpack_from(k)[0] in slots]:
@@ -393,9 +393,9 @@ class Firewall(AppHandle):
         tats = self._map("fw_rl_rule")
         tats.update_batch_buffers(b"".join(_U32.pack(i) for i in range(tats.max_entries)),
                                   bytes(_TAT.size) * tats.max_entries, tats.max_entries)
-        with sized.inner_maps(self, (sized.RATE4, sized.RATE6)) as held:
+        with sized.inner_maps(self, sized.RATE_MAPS) as held:
             for name, _slot, m in held:
-                if name == sized.RATE4:
+                if name != sized.RATE6:
                     zero_array(m)
                 else:
                     m.clear()

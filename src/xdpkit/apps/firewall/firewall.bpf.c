@@ -170,6 +170,13 @@ struct fw_rl_sets4 {
 	__uint(value_size, sizeof(struct fw_rl_set4));
 };
 
+struct fw_rl_sets4_default {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << FW_RL4_DEFAULT_BITS);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct fw_rl_set4));
+};
+
 struct fw_rl_lru6 {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 1);
@@ -180,6 +187,7 @@ struct fw_rl_lru6 {
 /* Per-source rate state, one map per generation slot; an apply that keeps the size puts the
  * same map in both slots, so sources keep their state. */
 FW_GENERATIONS(fw_rl_src4, struct fw_rl_sets4);
+FW_GENERATIONS(fw_rl_src4_dflt, struct fw_rl_sets4_default);
 FW_GENERATIONS(fw_rl_src6, struct fw_rl_lru6);
 
 /* Find or create the rate state of one source (LRU: old sources make room for new ones). */
@@ -483,7 +491,13 @@ __noinline int fw_within_rate(struct fw_rule *r, struct fw_scan *p)
 	if (r->per_source) {
 		__u32 gen = p->gen & 1;
 
-		if (p->family == 4) {
+		if (p->family == 4 && p->rl4_bits == FW_RL4_DEFAULT_BITS) {
+			void *sets = bpf_map_lookup_elem(&fw_rl_src4_dflt, &gen);
+
+			if (!sets)
+				return 0;
+			tat = fw_source_tat4(sets, FW_RL4_DEFAULT_BITS, r->slot, p->src4, now);
+		} else if (p->family == 4) {
 			void *sets = bpf_map_lookup_elem(&fw_rl_src4, &gen);
 
 			if (!sets || !p->rl4_bits)

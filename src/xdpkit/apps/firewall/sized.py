@@ -25,7 +25,10 @@ from xdpkit.maps.memory import map_memory
 # in enum fw_prefix_table's order (fw_gen.prefix_bits)
 PREFIX_MAPS = {"src4": "fw_src4", "dst4": "fw_dst4", "src6": "fw_src6", "dst6": "fw_dst6"}
 RATE4, RATE6 = "fw_rl_src4", "fw_rl_src6"
-SLOTTED = (*PREFIX_MAPS.values(), RATE4, RATE6)
+RATE4_DEFAULT = "fw_rl_src4_dflt"   # the default size's own slots: the program inlines its reads
+RATE_MAPS = (RATE4, RATE4_DEFAULT, RATE6)
+SLOTTED = (*PREFIX_MAPS.values(), *RATE_MAPS)
+RL4_DEFAULT_BITS = 15     # FW_RL4_DEFAULT_BITS
 SYNC = "fw_sync"          # a slot written only to wait for programs in flight
 
 RL_SET_BYTES = 64         # struct fw_rl_set4: 2 ways of struct fw_rl_way4
@@ -45,7 +48,8 @@ class Sizes:
         """outer map -> (map type, key size, value size, entries) of the map for its slot."""
         out = {PREFIX_MAPS[k]: (MapType.ARRAY, 4, t.fmt.node_bytes, t.nodes) for k, t in self.prefix.items()}
         if self.rl4_bits:
-            out[RATE4] = (MapType.ARRAY, 4, RL_SET_BYTES, 1 << self.rl4_bits)
+            name = RATE4_DEFAULT if self.rl4_bits == RL4_DEFAULT_BITS else RATE4
+            out[name] = (MapType.ARRAY, 4, RL_SET_BYTES, 1 << self.rl4_bits)
         if self.rl6_entries:
             out[RATE6] = (MapType.LRU_HASH, RL_KEY6_BYTES, TAT_BYTES, self.rl6_entries)
         return out
@@ -104,7 +108,7 @@ def create(fw, sizes: Sizes, gen_in_force: int, step=checkpoint) -> dict[str, Ma
             m.update_batch_buffers(_index_keys(table.nodes), table.tobytes(), table.nodes, chunk=CHUNK,
                                    progress=batch)
         for name, (mtype, ksize, vsize, n) in sizes.shapes().items():
-            if name not in (RATE4, RATE6):
+            if name not in RATE_MAPS:
                 continue
             kept = _inner(fw._map(name), gen_in_force)
             if kept is not None and kept.max_entries == n:
@@ -112,7 +116,8 @@ def create(fw, sizes: Sizes, gen_in_force: int, step=checkpoint) -> dict[str, Ma
                 continue
             if kept is not None:
                 kept.close()
-            made[name] = create_map(mtype, name, ksize, vsize, n, flags=BPF_F_INNER_MAP if mtype == MapType.ARRAY else 0)
+            inner = mtype == MapType.ARRAY and name != RATE4_DEFAULT   # the default's size is fixed
+            made[name] = create_map(mtype, name, ksize, vsize, n, flags=BPF_F_INNER_MAP if inner else 0)
     except BaseException:
         for m in made.values():
             m.close()
