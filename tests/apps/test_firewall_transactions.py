@@ -130,7 +130,7 @@ def test_a_kernel_refusal_part_way_rolls_back(netns, monkeypatch):
         fw.apply(parse_config("policy allow\ndeny src 198.19.77.0/24\n"))
         assert verdict(fw, tcp()) == Verdict.XDP_PASS and verdict(fw, udp()) == Verdict.XDP_PASS
         assert verdict(fw, tcp("198.19.77.1")) == Verdict.XDP_DROP
-        assert only_in_force(fw) and set(slot_maps(fw)) == {("fw_src4", fw.generation)}
+        assert only_in_force(fw) and set(slot_maps(fw)) == {("fw_src4", fw.generation), ("fw_src4_dir", fw.generation)}
     finally:
         Firewall.unload("xa")
         fw.close()
@@ -193,4 +193,4 @@ def test_two_writers_at_once_end_with_exactly_one_rule_set(fw_a, netns, tmp_path
         assert drops_a != drops_b                             # exactly one of the two in force
         assert listed[0] == ("deny src 198.19.101.0/24" if drops_a else "deny src 198.19.102.0/24")
         assert verdict(fw_a, tcp("198.18.3.3", dport=9)) == Verdict.XDP_DROP
-        assert only_in_force(fw_a) and len(slot_maps(fw_a)) == 1
+        assert only_in_force(fw_a) and len(slot_maps(fw_a)) == 2      # the IPv4 source table: trees, direct index

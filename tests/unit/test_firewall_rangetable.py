@@ -83,11 +83,13 @@ def test_memory_follows_the_set():
     """At most 32 bytes of nodes per interval (a leaf is 8 of them), beside a direct index that grows with the set."""
     rnd = random.Random(3)
     small = check(R.V4, random_prefixes(rnd, 32, 10, 1, [24, 32]), 0, rnd, 10)
-    assert small.nbytes <= 2048
+    assert small.tree_nodes * R.V4.node_bytes <= 2048 and small.direct_nodes << 4 == 1 << R.V4.direct_bits
+    small6 = check(R.V6, random_prefixes(rnd, 128, 10, 1, [48, 128]), 0, rnd, 10)
+    assert small6.nbytes <= 4096
     big_prefixes = random_prefixes(rnd, 32, 50_000, 1, list(range(20, 33)))
     starts, masks = R.intervals(big_prefixes, 32, 0)
     big = R.build(R.V4, starts, [int(m != 0) for m in masks])
-    assert big.bits == len(starts).bit_length() - 2 and big.nbytes < 32 * len(starts) + (4 << big.bits)
+    assert big.bits == R.V4.direct_bits and big.tree_nodes * R.V4.node_bytes < 32 * len(starts)
 
 
 def test_interval_sweep_merges_neighbours_with_the_same_rules():

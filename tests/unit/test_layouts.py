@@ -343,6 +343,10 @@ def firewall_problems(fw: Btf, header: Path) -> list[str]:
         ("rangetable.REF_CLASS vs FW_REF_CLASS", R.REF_CLASS, consts.get("FW_REF_CLASS")),
         ("rangetable.REF_LEAF vs FW_REF_LEAF", R.REF_LEAF, consts.get("FW_REF_LEAF")),
         ("rangetable.Format.words vs FW_NODE_WORDS", R.Format.words, consts.get("FW_NODE_WORDS")),
+        ("rangetable.V4.direct_bits vs FW_DIR4_BITS", R.V4.direct_bits, consts.get("FW_DIR4_BITS")),
+        ("rangetable.V6 has its direct index in its trees' map", 0, R.V6.direct_bits),
+        ("sized.DIRECT_MAPS are the tables whose format has a direct map",
+         sorted(sized.DIRECT_MAPS), sorted(k for k in sized.PREFIX_MAPS if R.FORMATS[int(k[-1])].direct_bits)),
         *((f"rangetable.V{f.family}.{attr} vs FW_{name}{f.family}", getattr(f, attr), consts.get(f"FW_{name}{f.family}"))
           for f in (R.V4, R.V6) for attr, name in (("leaf_keys", "LEAF"), ("fanout", "FANOUT"), ("max_depth", "DEPTH"))),
         *((f"sized.PREFIX_MAPS {key} vs enum fw_prefix_table", i, consts.get(f"FW_T_{key.upper()}"))

@@ -105,6 +105,14 @@ struct fw_nodes4 {
 	__uint(value_size, sizeof(struct fw_node4));
 };
 
+/* The IPv4 direct index: a fixed size, so the verifier knows it and inlines its reads */
+struct fw_dir4 {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, (1 << FW_DIR4_BITS) / FW_NODE_WORDS);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct fw_node4));
+};
+
 struct fw_nodes6 {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_INNER_MAP);
@@ -123,6 +131,8 @@ struct fw_nodes6 {
 
 FW_GENERATIONS(fw_src4, struct fw_nodes4);
 FW_GENERATIONS(fw_dst4, struct fw_nodes4);
+FW_GENERATIONS(fw_src4_dir, struct fw_dir4);
+FW_GENERATIONS(fw_dst4_dir, struct fw_dir4);
 FW_GENERATIONS(fw_src6, struct fw_nodes6);
 FW_GENERATIONS(fw_dst6, struct fw_nodes6);
 
@@ -309,12 +319,12 @@ static __always_inline __u64 fw_lt64(__u64 a, __u64 b)
 }
 
 /* The class of an IPv4 address in one prefix table (see rangetable.lookup). */
-static __always_inline __u32 fw_walk4(void *nodes, __u32 addr, __u32 bits)
+static __always_inline __u32 fw_walk4(void *dir, void *nodes, __u32 addr)
 {
-	__u32 shift = (32 - bits) & 31;
+	__u32 shift = 32 - FW_DIR4_BITS;
 	__u32 c = addr >> shift, rel = addr & ((1u << shift) - 1);
 	__u32 idx = c / FW_NODE_WORDS, ref;
-	struct fw_node4 *n = bpf_map_lookup_elem(nodes, &idx);
+	struct fw_node4 *n = bpf_map_lookup_elem(dir, &idx);
 
 	if (!n)
 		return FW_NO_CLASS;
@@ -394,11 +404,12 @@ static __always_inline __u32 fw_walk6(void *nodes, __u64 hi, __u64 lo, __u32 bit
  * map, so the kernel would call the generic helper, an indirect call (a retpoline here: ~20 ns a
  * level instead of ~2). Inlined into the one global function that looks up each side (src:
  * fw_src_class, dst: fw_match), so each is verified once and costs no call of its own. */
-#define FW_PREFIX_CLASS4(fname, outer)                                              \
-	static __always_inline __u32 fname(__u32 gen, __u32 addr, __u32 bits)       \
+#define FW_PREFIX_CLASS4(fname, dir_outer, outer)                                   \
+	static __always_inline __u32 fname(__u32 gen, __u32 addr)                   \
 	{                                                                           \
+		void *dir = bpf_map_lookup_elem(&dir_outer, &gen);                  \
 		void *nodes = bpf_map_lookup_elem(&outer, &gen);                    \
-		return nodes ? fw_walk4(nodes, addr, bits) : FW_NO_CLASS;           \
+		return dir && nodes ? fw_walk4(dir, nodes, addr) : FW_NO_CLASS;     \
 	}
 #define FW_PREFIX_CLASS6(fname, outer)                                              \
 	static __always_inline __u32 fname(__u32 gen, __u64 hi, __u64 lo, __u32 bits) \
@@ -407,8 +418,8 @@ static __always_inline __u32 fw_walk6(void *nodes, __u64 hi, __u64 lo, __u32 bit
 		return nodes ? fw_walk6(nodes, hi, lo, bits) : FW_NO_CLASS;         \
 	}
 
-FW_PREFIX_CLASS4(fw_src_prefix4, fw_src4)
-FW_PREFIX_CLASS4(fw_dst_prefix4, fw_dst4)
+FW_PREFIX_CLASS4(fw_src_prefix4, fw_src4_dir, fw_src4)
+FW_PREFIX_CLASS4(fw_dst_prefix4, fw_dst4_dir, fw_dst4)
 FW_PREFIX_CLASS6(fw_src_prefix6, fw_src6)
 FW_PREFIX_CLASS6(fw_dst_prefix6, fw_dst6)
 
@@ -420,7 +431,7 @@ static __always_inline __u32 fw_class4(__u32 dst, struct fw_gen *g, __u32 gen, _
 
 	if (!bits)
 		return dflt;
-	c = dst ? fw_dst_prefix4(gen, addr, bits) : fw_src_prefix4(gen, addr, bits);
+	c = dst ? fw_dst_prefix4(gen, addr) : fw_src_prefix4(gen, addr);
 	return c == FW_NO_CLASS ? dflt : c;
 }
 

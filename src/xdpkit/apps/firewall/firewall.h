@@ -26,9 +26,9 @@
 #define FW_PORT_NONE 65536   /* port tables: class for packets without ports */
 #define FW_BYTE_NONE 256     /* flags/icmp tables: class for non-TCP / non-ICMP packets */
 
-/* Prefix tables (rangetable.py builds them): a node is 16 words; the first nodes hold the
- * direct index (a word per entry), then come the chunks' B+-trees. A word of the direct index or
- * an internal node's child word is a reference: */
+/* Prefix tables (rangetable.py builds them): a node is 16 words; a direct index (a word per
+ * entry: its own map for IPv4, the first nodes of the trees' map for IPv6), then the chunks'
+ * B+-trees. A word of the direct index or an internal node's child word is a reference: */
 #define FW_REF_CLASS (1u << 31)  /* ... to a class (the low bits) */
 #define FW_REF_LEAF (1u << 30)   /* ... to a leaf node (the low bits: its index) */
 #define FW_REF_INDEX (FW_REF_LEAF - 1) /* neither: to an internal node */
@@ -37,6 +37,8 @@
 #define FW_LEAF4 8               /* IPv4 leaf: w[0..7] starts, w[8..15] classes */
 #define FW_FANOUT4 16            /* IPv4 internal: w[0..14] separators, w[15] first child */
 #define FW_DEPTH4 5
+#define FW_DIR4_BITS 19          /* IPv4 direct index: 2^19 entries in a map of its own, of fixed
+                                  * size, which the program reads inline */
 #define FW_LEAF6 5               /* IPv6 leaf: 5 starts (hi, lo) in w[0..9], classes w[10..14] */
 #define FW_FANOUT6 8             /* IPv6 internal: 7 separators in w[0..13], w[14] first child */
 #define FW_DEPTH6 9

@@ -22,12 +22,14 @@ from xdpkit.kernel import MapType
 from xdpkit.maps import BPF_F_INNER_MAP, Map, create_map, open_map_by_id
 from xdpkit.maps.memory import map_memory
 
-# in enum fw_prefix_table's order (fw_gen.prefix_bits)
+# in enum fw_prefix_table's order (fw_gen.prefix_bits): the trees (and direct index) of each table
 PREFIX_MAPS = {"src4": "fw_src4", "dst4": "fw_dst4", "src6": "fw_src6", "dst6": "fw_dst6"}
+# the fixed-size direct indexes (rangetable.Format.direct_bits) of the tables that have one
+DIRECT_MAPS = {"src4": "fw_src4_dir", "dst4": "fw_dst4_dir"}
 RATE4, RATE6 = "fw_rl_src4", "fw_rl_src6"
 RATE4_DEFAULT = "fw_rl_src4_dflt"   # the default size's own slots: the program inlines its reads
 RATE_MAPS = (RATE4, RATE4_DEFAULT, RATE6)
-SLOTTED = (*PREFIX_MAPS.values(), *RATE_MAPS)
+SLOTTED = (*PREFIX_MAPS.values(), *DIRECT_MAPS.values(), *RATE_MAPS)
 RL4_DEFAULT_BITS = 15     # FW_RL4_DEFAULT_BITS
 SYNC = "fw_sync"          # a slot written only to wait for programs in flight
 
@@ -46,7 +48,11 @@ class Sizes:
 
     def shapes(self) -> dict[str, tuple[int, int, int, int]]:
         """outer map -> (map type, key size, value size, entries) of the map for its slot."""
-        out = {PREFIX_MAPS[k]: (MapType.ARRAY, 4, t.fmt.node_bytes, t.nodes) for k, t in self.prefix.items()}
+        out = {}
+        for k, t in self.prefix.items():
+            if t.fmt.direct_bits:
+                out[DIRECT_MAPS[k]] = (MapType.ARRAY, 4, t.fmt.node_bytes, t.direct_nodes)
+            out[PREFIX_MAPS[k]] = (MapType.ARRAY, 4, t.fmt.node_bytes, max(1, len(t.words) // t.fmt.words))
         if self.rl4_bits:
             name = RATE4_DEFAULT if self.rl4_bits == RL4_DEFAULT_BITS else RATE4
             out[name] = (MapType.ARRAY, 4, RL_SET_BYTES, 1 << self.rl4_bits)
@@ -96,17 +102,21 @@ def create(fw, sizes: Sizes, gen_in_force: int, step=checkpoint) -> dict[str, Ma
     made: dict[str, Map] = {}
     try:
         for key, table in sizes.prefix.items():
-            name = PREFIX_MAPS[key]
-            m = made[name] = create_map(MapType.ARRAY, name, 4, table.fmt.node_bytes, table.nodes,
-                                        flags=BPF_F_INNER_MAP)
-            written = [0]
+            parts = [(PREFIX_MAPS[key], table.words, BPF_F_INNER_MAP)]
+            if table.fmt.direct_bits:   # the direct index's size is fixed: no BPF_F_INNER_MAP
+                parts.append((DIRECT_MAPS[key], table.direct, 0))
+            for name, words, flags in parts:
+                n = len(words) // table.fmt.words
+                m = made[name] = create_map(MapType.ARRAY, name, 4, table.fmt.node_bytes, max(1, n), flags=flags)
+                if not n:
+                    continue  # no tree: every chunk is one interval
+                written = [0]
 
-            def batch(done, _total, written=written):
-                step(done - written[0])
-                written[0] = done
+                def batch(done, _total, written=written):
+                    step(done - written[0])
+                    written[0] = done
 
-            m.update_batch_buffers(_index_keys(table.nodes), table.tobytes(), table.nodes, chunk=CHUNK,
-                                   progress=batch)
+                m.update_batch_buffers(_index_keys(n), table.tobytes(words), n, chunk=CHUNK, progress=batch)
         for name, (mtype, ksize, vsize, n) in sizes.shapes().items():
             if name not in RATE_MAPS:
                 continue
