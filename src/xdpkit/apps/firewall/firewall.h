@@ -37,7 +37,7 @@
 #define FW_LEAF4 8               /* IPv4 leaf: w[0..7] starts, w[8..15] classes */
 #define FW_FANOUT4 16            /* IPv4 internal: w[0..14] separators, w[15] first child */
 #define FW_DEPTH4 5
-#define FW_DIR4_BITS 19          /* IPv4 direct index: 2^19 entries in a map of its own, of fixed
+#define FW_DIR4_BITS 20          /* IPv4 direct index: 2^20 entries (4 MiB) in a map of its own, of fixed
                                   * size, which the program reads inline */
 #define FW_LEAF6 5               /* IPv6 leaf: 5 starts (hi, lo) in w[0..9], classes w[10..14] */
 #define FW_FANOUT6 8             /* IPv6 internal: 7 separators in w[0..13], w[14] first child */

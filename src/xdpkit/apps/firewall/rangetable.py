@@ -65,9 +65,9 @@ class Format:
 
 
 # IPv4 (struct fw_node4, 16 x u32): leaf = 8 starts, 8 classes; internal = 15 separators, ref.
-# Its direct index has 2^19 entries (2 MiB) in a map of fixed size, which the program reads
+# Its direct index has 2^20 entries (4 MiB) in a map of fixed size, which the program reads
 # inline: one call less per address than a map sized with the set.
-V4 = Format(4, 32, 32, 1, 8, 16, 4, 20, 5, direct_bits=19)
+V4 = Format(4, 32, 32, 1, 8, 16, 4, 20, 5, direct_bits=20)
 # IPv6 (struct fw_node6, 16 x u64, a key = hi, lo): leaf = 5 starts, 5 classes; internal = 7
 # separators, ref, one spare word.
 V6 = Format(6, 128, 64, 2, 5, 8, 4, 20, 9)
