@@ -4,18 +4,21 @@ Prefixes of any length, overlapping or duplicated, cut the address space into *i
 whose addresses are covered by the same rules (``intervals``). A table finds the interval of
 an address in a few array reads whatever the set's size (``build``):
 
-- a direct index on the top ``bits`` bits of the address (``bits`` grows with the set) gives
-  the class when its chunk of the space is one interval, else the root of the chunk's tree;
+- a direct index on the top ``bits`` bits of the address (IPv4: 20, fixed; IPv6: grows with
+  the set) gives the class when its chunk of the space is one interval, else the root of the
+  chunk's tree;
 - the tree is a static B+-tree over the chunk's interval starts, relative to the chunk, so a
   padding key above every relative address exists. Internal nodes hold separators and the
   index of their first child (children are consecutive); leaves hold starts and classes.
 
-Every node has one size, so one BPF array (a map value is a node) holds the direct index,
-packed into the first nodes, then the trees; a table's memory is its nodes: 11 to 32 bytes per
-interval (dense chunks fill their leaves, a chunk of two intervals takes a whole leaf). Expanding prefixes into fixed-length blocks, as the firewall used to, cost up to 2^16
+Every node has one size (a map value is a node). IPv6's direct index is packed into the first
+nodes of the trees' array; IPv4's is an array of its own of fixed size, which the program reads
+inline (see Format.direct_bits). A table's memory is its nodes: 11 to 32 bytes per interval (dense
+chunks fill their leaves, a chunk of two intervals takes a whole leaf), plus IPv4's 4 MiB direct
+index. Expanding prefixes into fixed-length blocks, as the firewall used to, cost up to 2^16
 entries for a /8 and could not hold a mix of lengths.
 
-Layouts: firewall.h (struct fw_node4 / fw_node6 and FW_REF_*); fw_lookup4/fw_lookup6 in
+Layouts: firewall.h (struct fw_node4 / fw_node6, FW_REF_*, FW_DIR4_BITS); fw_walk4/fw_walk6 in
 firewall.bpf.c walk the nodes as ``lookup`` below does.
 """
 from __future__ import annotations
