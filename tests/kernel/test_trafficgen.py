@@ -54,6 +54,30 @@ def test_sends_exactly_count_frames(counting_receiver, proto, ipv6):
     assert rx[0].sum() == 1000
 
 
+@pytest.mark.parametrize("ipv6", [False, True])
+def test_a_receiver_editing_the_page_does_not_change_what_is_sent(pair, ipv6):
+    """A router on the peer decrements the TTL in place and the page comes back to the
+    generator: every frame must still leave with the template's TTL (it used to fall by one
+    each time a page came round, down to 1: the router then dropped everything)."""
+    gen, rcv = pair
+    with xns.inside(rcv.name):
+        obj = xdpkit.Object.from_file(builtin_object("receivers"), program="xdpkit_ttl_dec_drop")
+        link = obj.program().attach("r0", mode="native")
+    try:
+        with xns.inside(gen.name):
+            t = tg.build_template(proto="udp", ipv6=ipv6, size=64 if not ipv6 else 78)
+            ttl = t.frame[14 + (7 if ipv6 else 8)]
+            with tg.TrafficGen("g0", t, tg.Flows(src_ips=4, sport_count=8)) as g:
+                result = g.run(count=50_000)
+        time.sleep(0.05)
+        by_ttl = {k: v.sum() for k, v in obj.maps["rx_ttl"].items() if v.sum()}
+    finally:
+        link.detach()
+        obj.close()
+    assert result.sent == 50_000
+    assert by_ttl == {ttl: 50_000}
+
+
 def _capture(ns, ifname):
     with xns.inside(ns):
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))

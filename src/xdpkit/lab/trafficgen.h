@@ -7,6 +7,7 @@
 #define TG_VARY_SPORT    (1 << 1)
 #define TG_VARY_DPORT    (1 << 2)
 #define TG_IPV6          (1 << 3)
+#define TG_HDR_MAX       60       /* IPv6 + TCP: the most of the template restored per frame */
 
 struct tg_config {
 	__u32 ifindex_out;   /* where frames are redirected */
@@ -22,6 +23,8 @@ struct tg_config {
 	__u16 dport_count;   /* >= 1 */
 	__u8 eth[14];        /* the template's Ethernet header, written into every frame */
 	__u8 pad[2];
+	__u32 hdr_len;       /* bytes of hdr: the IP and L4 headers (28, 40, 48 or 60; 0: none) */
+	__u8 hdr[TG_HDR_MAX];/* the template's IP and L4 headers, written into every frame */
 };
 
 enum tg_counter {

@@ -23,6 +23,9 @@ from xdpkit.errors import ConfigError, XdpkitError
 from xdpkit.object import Object
 
 TG_VARY_SRC_IP, TG_VARY_SPORT, TG_VARY_DPORT, TG_IPV6 = 1, 2, 4, 8
+HDR_MAX = 60                          # TG_HDR_MAX
+RESTORED_LENGTHS = (28, 40, 48, 60)   # the IP + L4 header lengths trafficgen.bpf.c restores
+IPPROTO_TCP = 6
 PROTOS = ("udp", "tcp", "icmp")
 MIN_SIZE, MAX_SIZE = 64, 1500
 BATCH_SIZE = 64
@@ -290,7 +293,7 @@ class TrafficGen:
             self._obj.close()
             raise
 
-    def _configure(self) -> None:
+    def _configure(self, restore_headers: bool = True) -> None:
         t, f = self.template, self.flows
         flags = TG_IPV6 if t.ipv6 else 0
         frame = t.frame
@@ -304,6 +307,11 @@ class TrafficGen:
             flags |= TG_VARY_SPORT
         if f.dport_count > 1 or f.dport_base is not None:
             flags |= TG_VARY_DPORT
+        # the IP and L4 headers, restored in every frame (a receiver may have edited the page)
+        l4_len = {IPPROTO_TCP: 20}.get(t.l4_proto, 8)
+        headers = frame[t.l3_off:t.l4_off + l4_len] if t.l3_off == 14 and restore_headers else b""
+        if len(headers) not in RESTORED_LENGTHS:
+            headers = b""
         if ip_base + f.src_ips - 1 > 0xFFFFFFFF:
             raise ConfigError(f"{f.src_ips} source addresses overflow the address")
         self._obj.maps["tg_config"][0] = {
@@ -311,7 +319,7 @@ class TrafficGen:
             "l4_proto": t.l4_proto, "ip_base": ip_base, "ip_count": f.src_ips,
             "sport_base": sport if f.sport_base is None else f.sport_base, "sport_count": f.sport_count,
             "dport_base": dport if f.dport_base is None else f.dport_base, "dport_count": f.dport_count,
-            "eth": frame[:14], "pad": b"\0\0",
+            "eth": frame[:14], "pad": b"\0\0", "hdr_len": len(headers), "hdr": headers.ljust(HDR_MAX, b"\0"),
         }
 
     @property
@@ -348,6 +356,7 @@ class TrafficGen:
         errors: list[BaseException] = []
         deadline = None if duration is None else time.monotonic() + duration
         cpus = sorted(os.sched_getaffinity(0))
+        self._configure(restore_headers=not frames)  # replayed frames keep their own headers
         start_sent = self.sent_total()
         cpu0, t0 = _cpu_seconds(), time.monotonic()
 
