@@ -210,7 +210,7 @@ class Firewall(AppHandle):
         nrules, _nw, _f, _s4, _s6, _d4, _d6, pol, mal, nonip = info[:_GEN_SETTINGS]
         rs = RuleSet(policy="deny" if pol else "allow", malformed="drop" if mal else "pass",
                      non_ip="drop" if nonip else "pass",
-                     rate_sources=info[_GEN_RATE_SOURCES] or sized.DEFAULT_RATE_SOURCES)
+                     rate_sources=info[_GEN_RATE_SOURCES])  # every apply (load's too) writes it
         texts = self._map("fw_text")
         for i in range(nrules):
             text = _unpack_text(texts.lookup_raw(_U32.pack(gen * C.MAX_RULES + i)))
