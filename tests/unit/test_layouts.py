@@ -48,7 +48,7 @@ FIREWALL_LAYOUTS = [
     ("firewall control._RULE", fwc._RULE, "fw_rule",
      ["slot", "drop", "per_source", "rated", "pad", "pps_interval", "pps_tau", "byte_ns_x1k", "bps_tau"]),
     ("firewall control._TEXT", fwc._TEXT, "fw_text", ["len", "text"]),
-    ("firewall control._BITMAP", fwc._BITMAP, "fw_bitmap", ["w", "decide_src", "decide_dst"]),
+    ("firewall control._BITMAP", fwc._BITMAP, "fw_bitmap", ["w", "decide_dst", "pad"]),
     ("firewall rangetable.NODE4", R.NODE4, "fw_node4", None),
     ("firewall rangetable.NODE6", R.NODE6, "fw_node6", None),
     ("firewall control._TAT", fwc._TAT, "fw_tat", ["pps", "bps"]),
@@ -508,7 +508,7 @@ def test_a_header_change_not_mirrored_in_python_fails(tmp_path):
     assert "2 * compiler.MAX_CLASSES vs fw_bitmap max_entries" in problems
     assert "compiler.MAX_CLASSES vs FW_MAX_CLASSES" in problems
     assert "_BITMAP: '<16QII' is 136 bytes, struct fw_bitmap is 144" in problems
-    assert "fw_bitmap has fields ['w', 'decide_src', 'decide_dst', 'decide_len']" in problems
+    assert "fw_bitmap has fields ['w', 'decide_dst', 'decide_len', 'pad']" in problems
     assert "map fw_bitmap: value is 144 bytes" in problems
     assert "compiler.F_LEN vs FW_F_LEN: Python 128, C 256" in problems
     assert "control.REASONS[2] is 'malformed', enum fw_reason has FW_R_NON_IP = 2 there" in problems

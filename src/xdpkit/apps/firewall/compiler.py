@@ -72,7 +72,11 @@ class Compiled:
         """What a source prefix table (and fw_gen's source defaults) hold for a class: the class,
         and above DECIDE_SHIFT the rule that decides on the source alone (fw_src_class returns
         it as it is, with no read of the class's bitmap)."""
-        return cls | _decides(self.rules, self.classes[cls])[0] << DECIDE_SHIFT
+        return _src_value(self.rules, cls, self.classes[cls])
+
+
+def _src_value(rules: list[Rule], cls: int, mask: int) -> int:
+    return cls | _decides(rules, mask)[0] << DECIDE_SHIFT
 
 
 def _decides(rules: list[Rule], mask: int) -> tuple[int, int]:
@@ -169,7 +173,7 @@ def compile_rules(rs: RuleSet) -> Compiled:
             if prefixes:
                 out.prefix_tables[f"{side}{family}"] = _prefix_table(
                     R.FORMATS[family], prefixes, w, intern,
-                    (lambda cid, m: cid | _decides(rules, m)[0] << DECIDE_SHIFT) if side == "src"
+                    (lambda cid, m: _src_value(rules, cid, m)) if side == "src"
                     else (lambda cid, m: cid))
 
     if out.fields & F_PROTO:

@@ -50,7 +50,7 @@ _RULE = struct.Struct("<IBBBBQQQQ")    # struct fw_rule {slot, drop, per_source,
                                        #   pps_interval, pps_tau, byte_ns_x1k, bps_tau}
 _TEXT = struct.Struct("<I508s")        # struct fw_text {len, text[508]}
 TEXT_MAX = 507                         # longest rule text: fw_text.text less one byte (a NUL)
-_BITMAP = struct.Struct(f"<{C.WORDS}QII")  # struct fw_bitmap {w[FW_WORDS], decide_src, decide_dst}
+_BITMAP = struct.Struct(f"<{C.WORDS}QII")  # struct fw_bitmap {w[FW_WORDS], decide_dst, pad}
 _TAT = struct.Struct("<QQ")            # struct fw_tat {pps, bps}
 _RL_WAY4 = struct.Struct("<IIQQQ")     # struct fw_rl_way4 {addr, tag, seen, tat {pps, bps}}
 _RL_TAG = 4                            # offsetof(struct fw_rl_way4, tag)
@@ -329,7 +329,7 @@ class Firewall(AppHandle):
         """Write the fixed maps' half of generation ``gen`` (packets do not read it)."""
         c = p.compiled
         bm = self._map("fw_bitmap")
-        bm.update_batch_raw([(_U32.pack(gen * C.MAX_CLASSES + i), _BITMAP.pack(*c.bitmap(i), *c.decides(i)))
+        bm.update_batch_raw([(_U32.pack(gen * C.MAX_CLASSES + i), _BITMAP.pack(*c.bitmap(i), c.decides(i)[1], 0))
                              for i in range(len(c.classes))])
         step(len(c.classes))
         self._map("fw_rule").update_batch_raw([(_U32.pack(gen * C.MAX_RULES + i),

@@ -650,13 +650,13 @@ malformed:
 }
 
 /* The class of the source address, and above FW_DECIDE_SHIFT the rule that decides on it
- * alone (index + 1, see fw_bitmap.decide_src), 0 when the scan must go on. */
+ * alone (index + 1, see FW_DECIDE_SHIFT), 0 when the scan must go on. */
 __noinline __u32 fw_src_class(struct fw_pkt *p, struct fw_gen *g, __u32 gen)
 {
 	if (!p || !g)
 		return 0;
 	gen &= 1;
-	/* source tables and defaults hold the decide_src bits already (compiler.src_value): no
+	/* source tables and defaults hold the deciding rule already (compiler.src_value): no
 	 * read of the class's bitmap here */
 	return p->family == 4 ? fw_class4(0, g, gen, p->src4) : fw_class6(0, g, gen, p->src6);
 }

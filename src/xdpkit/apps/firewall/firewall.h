@@ -10,7 +10,7 @@
 #define FW_WORDS (FW_MAX_RULES / 64)
 #define FW_MAX_CLASSES 16384
 #define FW_DECIDE_SHIFT 16   /* source classes carry, above this, the rule that decides on the
-                              * source alone (index + 1; fw_bitmap.decide_src) */
+                              * source alone (index + 1; 0: none), like fw_bitmap.decide_dst */
 #define FW_MAX_FALLTHROUGH 8 /* rated rules a packet may pass within their rate */
 
 /* fields a rule set uses; unused fields are not looked up at all */
@@ -70,7 +70,7 @@ struct fw_gen {
 	__u32 nwords;
 	__u32 fields;         /* FW_F_* */
 	__u32 src_default4;   /* class for addresses no prefix covers (rules without src); the
-	                       * source ones carry decide_src above FW_DECIDE_SHIFT */
+	                       * source ones carry their deciding rule above FW_DECIDE_SHIFT */
 	__u32 src_default6;
 	__u32 dst_default4;
 	__u32 dst_default6;
@@ -134,11 +134,11 @@ struct fw_rule {
 struct fw_bitmap {
 	__u64 w[FW_WORDS];
 	/* Blocklist fast path: when the first rule of this class has no condition but the
-	 * source (decide_src) or destination (decide_dst) address, that rule decides as soon as
-	 * the address is looked up (index + 1; 0: no shortcut). No earlier rule can match: it
-	 * would have to be in this class. */
-	__u32 decide_src;
+	 * destination address, that rule decides as soon as the address is looked up (index + 1;
+	 * 0: no shortcut). No earlier rule can match: it would have to be in this class. (The
+	 * source's twin is in the source tables' values: FW_DECIDE_SHIFT.) */
 	__u32 decide_dst;
+	__u32 pad;
 };
 
 struct fw_text {
