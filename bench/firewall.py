@@ -136,6 +136,23 @@ def _nft_rules(blocklist: Path) -> str:
             "    ip saddr @block counter drop\n  }\n}\n")
 
 
+def live_mpps(pair, duration: float) -> float:
+    """Mpps received on r0 from the generator's 64 sources (198.18.1.2 on), 64-byte UDP."""
+    m = bench.measure_live(pair, duration=duration, threads=1, size=64, src_ips=64)
+    return bench.median_inner(m.samples) / 1e6
+
+
+def alternated_live(bare_pair, fw_pair, duration: float, rounds: int, label: str) -> tuple[list, list]:
+    """live_mpps of native XDP_DROP on one pair and the firewall on the other, in turn (drift
+    hits both alike)."""
+    b, f = [], []
+    for i in range(rounds):
+        b.append(live_mpps(bare_pair, duration))
+        f.append(live_mpps(fw_pair, duration))
+        log(f"  round {i + 1}: native XDP_DROP {b[-1]:.2f} Mpps, {label} {f[-1]:.2f} Mpps")
+    return b, f
+
+
 def live(tmp: Path, duration: float, rounds: int = 3) -> dict:
     """Two veth pairs, one with a bare native XDP_DROP and one with the firewall (1M prefixes),
     measured alternately; then nftables with the same set on the bare pair."""
@@ -151,16 +168,8 @@ def live(tmp: Path, duration: float, rounds: int = 3) -> dict:
         with xns.inside(fw_pair.rx):
             fw = Firewall.load("r0", parse_config(FEATURES.format(blocklist=big)), mode="native")
 
-        def rate(pair):
-            # the generator's 64 sources (198.18.1.2 on) are all in the list: every frame is dropped
-            m = bench.measure_live(pair, duration=duration, threads=1, size=64, src_ips=64)
-            return bench.median_inner(m.samples) / 1e6
-
-        b, f = [], []
-        for i in range(rounds):
-            b.append(rate(bare_pair))
-            f.append(rate(fw_pair))
-            log(f"  round {i + 1}: native XDP_DROP {b[-1]:.2f} Mpps, firewall {f[-1]:.2f} Mpps")
+        # the generator's 64 sources (198.18.1.2 on) are all in the list: every frame is dropped
+        b, f = alternated_live(bare_pair, fw_pair, duration, rounds, "firewall")
         out.update(bare_drop_mpps=statistics.median(b), firewall_mpps=statistics.median(f),
                    vs_bare_drop=statistics.median(x / y for x, y in zip(f, b)),
                    rounds={"bare": [round(x, 3) for x in b], "firewall": [round(x, 3) for x in f]})
@@ -170,11 +179,7 @@ def live(tmp: Path, duration: float, rounds: int = 3) -> dict:
             fw.close()
             fw = None
             fw = Firewall.load("r0", parse_config(FEATURES.format(blocklist=big)), mode="native", src_memo=False)
-        b2, f2 = [], []
-        for i in range(rounds):
-            b2.append(rate(bare_pair))
-            f2.append(rate(fw_pair))
-            log(f"  round {i + 1}: native XDP_DROP {b2[-1]:.2f} Mpps, firewall without memo {f2[-1]:.2f} Mpps")
+        b2, f2 = alternated_live(bare_pair, fw_pair, duration, rounds, "firewall without memo")
         out.update(nomemo_mpps=statistics.median(f2), nomemo_vs_bare_drop=statistics.median(
             x / y for x, y in zip(f2, b2)), nomemo_bare_drop_mpps=statistics.median(b2))
         bare.teardown(bare_pair)
@@ -186,7 +191,7 @@ def live(tmp: Path, duration: float, rounds: int = 3) -> dict:
         try:
             n = []
             for i in range(rounds):
-                n.append(rate(bare_pair))
+                n.append(live_mpps(bare_pair, duration))
                 log(f"  round {i + 1}: nftables {n[-1]:.2f} Mpps")
             out["nft_mpps"] = statistics.median(n)
         finally:

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import firewall as fwbench    # bench/firewall.py
 import memory as mem          # bench/memory.py
 import prefixsets as ps       # bench/prefixsets.py
 from xdpkit import netns as xns
@@ -142,12 +143,7 @@ def port_rule_flood(tmp: Path, duration: float, rounds: int = 3) -> dict:
         with xns.inside(fw_pair.rx):
             fw = Firewall.load("r0", parse_config(f"deny src file:{listed}\ndeny udp dport 9\npolicy allow\n"),
                                mode="native")
-        b, f = [], []
-        for i in range(rounds):
-            for pair, acc in ((bare_pair, b), (fw_pair, f)):
-                m = bench.measure_live(pair, duration=duration, threads=1, size=64, src_ips=64)
-                acc.append(bench.median_inner(m.samples) / 1e6)
-            log(f"  round {i + 1}: native XDP_DROP {b[-1]:.2f} Mpps, firewall port rule {f[-1]:.2f} Mpps")
+        b, f = fwbench.alternated_live(bare_pair, fw_pair, duration, rounds, "firewall port rule")
         with xns.inside(fw_pair.rx):
             reasons = fw.stats()["rules"]
         assert reasons[1]["packets"] > 0 and reasons[0]["packets"] == 0, reasons
