@@ -27,6 +27,7 @@ SOURCES = {
     "monitor": PACKAGE_DIR / "observe" / "monitor.bpf.c",
     "lb": PACKAGE_DIR / "apps" / "lb" / "lb.bpf.c",
     "lb_decap": PACKAGE_DIR / "apps" / "lb" / "decap.bpf.c",
+    "forward": PACKAGE_DIR / "apps" / "forward" / "forward.bpf.c",
 }
 
 

@@ -1,0 +1,461 @@
+// SPDX-License-Identifier: GPL-2.0
+/* xdpkit forward: IPv4/IPv6 routing at XDP on the kernel's own FIB and neighbour tables.
+ *
+ * A frame to this interface's MAC is looked up with bpf_fib_lookup (routes, policy rules unless
+ * fib_direct, neighbours, the egress MTU); on success its MACs are rewritten, the TTL or hop
+ * limit decremented and it leaves through fwd_ports (a DEVMAP of the plane's members). Anything
+ * the plane cannot finish goes to the stack unchanged (XDP_PASS), or through fwd_cpus (a CPUMAP)
+ * when --cpus is given; blackhole, unreachable and prohibit routes drop. Every case is counted.
+ *
+ * Next-hop memory. A FIB lookup costs about a third of a bare redirect, so each CPU remembers
+ * the answer for a flow (the lookup's exact inputs) in fwd_cache, tagged with fwd_gen. fwd_gen
+ * is bumped by the tracing programs at the bottom, which run in the kernel right after anything
+ * that can change an answer (a route, rule, address, link, MTU or forwarding-sysctl change, a
+ * neighbour update or removal) has been made. A packet reads the generation before it looks
+ * up, so an answer found under an old generation is never used after the change returned.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include <xdpkit/counter.h>
+#include <xdpkit/parsing.h>
+#include "forward.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+const volatile __u32 fib_flags = 0;       /* BPF_FIB_LOOKUP_DIRECT for --fib direct */
+const volatile __u32 cache_mask = 0;      /* slots - 1; 0 = no next-hop memory (every packet looks up) */
+const volatile __u32 ncpus = 0;           /* CPUMAP entries in use (--cpus) */
+const volatile __u32 flood = 0;           /* --flood: broadcast/multicast out of every other member */
+
+enum fwd_event fwd_event_type;            /* keeps the enum in BTF for the Python mirror */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} fwd_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, struct fwd_member);
+} fwd_members SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_CPUMAP);
+	__uint(max_entries, 64);              /* load sets it: the highest CPU in --cpus + 1 */
+	__type(key, __u32);
+	__type(value, struct bpf_cpumap_val);
+} fwd_cpus SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} fwd_cpu_list SEC(".maps");              /* the CPUs of --cpus, in order */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fwd_state);
+} fwd_state SEC(".maps");                 /* the plane's settings (JSON), for the control plane */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 4096);            /* load sets it: --cache-slots */
+	__type(key, __u32);
+	__type(value, struct fwd_nexthop);
+} fwd_cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} fwd_gen SEC(".maps");     /* neighbour changes */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fwd_kernel_gens);
+} fwd_where SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FWD_EV_MAX);
+	__type(key, __u32);
+	__type(value, struct xdpkit_counter);
+} fwd_events SEC(".maps");
+
+static __always_inline int event(struct xdp_md *ctx, enum fwd_event ev, int verdict)
+{
+	xdpkit_count(&fwd_events, ev, ctx->data_end - ctx->data);
+	return verdict;
+}
+
+/* To the stack: directly, or through the CPUMAP slot the flow hash picks. */
+static __always_inline int to_stack(struct xdp_md *ctx, enum fwd_event ev, __u32 hash)
+{
+	event(ctx, ev, XDP_PASS);
+	if (ncpus) {
+		__u32 idx = hash % ncpus, *cpu = bpf_map_lookup_elem(&fwd_cpu_list, &idx);
+		int verdict = cpu ? bpf_redirect_map(&fwd_cpus, *cpu, XDP_PASS) : XDP_PASS;
+
+		if (verdict == XDP_REDIRECT)
+			return event(ctx, FWD_EV_TO_CPU, verdict);
+		return verdict;
+	}
+	return XDP_PASS;
+}
+
+static __always_inline __u32 flow_hash(const struct fwd_flow *f)
+{
+	__u32 h = f->ifindex ^ ((__u32)f->sport << 16 | f->dport) ^ ((__u32)f->proto << 24);
+
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		h ^= f->src[i] * 0x85ebca6bu ^ f->dst[i];
+	h *= 0x9e3779b1u;
+	return h ^ (h >> 15);
+}
+
+static __always_inline int same_flow(const struct fwd_flow *a, const struct fwd_flow *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	__u64 d = 0;
+
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(*a) / 8); i++)
+		d |= x[i] ^ y[i];
+	return d == 0;
+}
+
+static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
+{
+	return *(const __u32 *)a == *(const __u32 *)b && *(const __u16 *)(a + 4) == *(const __u16 *)(b + 4);
+}
+
+static __always_inline void mac_copy(__u8 *to, const __u8 *from)
+{
+	*(__u32 *)to = *(const __u32 *)from;
+	*(__u16 *)(to + 4) = *(const __u16 *)(from + 4);
+}
+
+/* What a refusal of bpf_fib_lookup means for the frame. */
+static __always_inline int refused(struct xdp_md *ctx, int rc, __u32 hash)
+{
+	switch (rc) {
+	case BPF_FIB_LKUP_RET_BLACKHOLE:
+		return event(ctx, FWD_EV_BLACKHOLE, XDP_DROP);
+	case BPF_FIB_LKUP_RET_UNREACHABLE:
+		return event(ctx, FWD_EV_UNREACHABLE, XDP_DROP);
+	case BPF_FIB_LKUP_RET_PROHIBIT:
+		return event(ctx, FWD_EV_PROHIBIT, XDP_DROP);
+	case BPF_FIB_LKUP_RET_NOT_FWDED:
+		return to_stack(ctx, FWD_EV_LOCAL, hash);
+	case BPF_FIB_LKUP_RET_FWD_DISABLED:
+		return to_stack(ctx, FWD_EV_FWD_OFF, hash);
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		return to_stack(ctx, FWD_EV_NO_NEIGH, hash);
+	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
+		return to_stack(ctx, FWD_EV_TOO_BIG, hash);
+	default:
+		return to_stack(ctx, FWD_EV_UNSUPPORTED, hash);
+	}
+}
+
+/* The generation a remembered answer must carry: the kernel's routing generation for the
+ * family (where fwd_locate found it) in the low half, neighbour changes in the high half.
+ * Read before the lookup: a change after the read makes the answer stale, never the reverse. */
+static __always_inline int current_gen(int family, __u64 *gen)
+{
+	struct fwd_kernel_gens *w;
+	__u64 *neigh;
+	__u32 key = 0, route = 0;
+	const void *addr;
+
+	w = bpf_map_lookup_elem(&fwd_where, &key);
+	neigh = bpf_map_lookup_elem(&fwd_gen, &key);
+	if (!w || !neigh)
+		return -1;
+	addr = (const void *)(family == AF_INET ? w->rt_genid : w->fib6_sernum);
+	if (!addr || bpf_probe_read_kernel(&route, sizeof(route), addr))
+		return -1;
+	*gen = *(volatile __u64 *)neigh << 32 | route;
+	return 0;
+}
+
+/* The next hop for ``f``: remembered, or found by the kernel and remembered. NULL with *verdict
+ * set when the frame does not leave through the plane. */
+static __always_inline struct fwd_nexthop *next_hop(struct xdp_md *ctx, struct ethhdr *eth,
+						    const struct fwd_flow *f, __u16 tot_len,
+						    __u32 hash, int *verdict, int *looked_up)
+{
+	struct bpf_fib_lookup p = {};
+	struct fwd_nexthop *nh;
+	struct fwd_member *in;
+	__u32 key, slot = hash & cache_mask;
+	__u64 gen = 0;
+	int rc, fresh = 0;
+
+	nh = bpf_map_lookup_elem(&fwd_cache, &slot);
+	if (!nh) {
+		*verdict = to_stack(ctx, FWD_EV_UNSUPPORTED, hash);
+		return NULL;
+	}
+	if (cache_mask && current_gen(f->family, &gen) == 0) {
+		fresh = 1;
+		if (nh->gen == gen && same_flow(&nh->flow, f) && mac_equal(eth->h_dest, nh->in_mac)) {
+			__u32 mtu = 0;
+
+			/* The device MTU too: IPv6 changes it without a new routing generation. No
+			 * MTU is below 1280 where IPv6 runs, so small packets skip the check. */
+			if (tot_len > nh->mtu ||
+			    (tot_len > 1280 && bpf_check_mtu(ctx, nh->oif, &mtu, 0, 0))) {
+				*verdict = to_stack(ctx, FWD_EV_TOO_BIG, hash);
+				return NULL;
+			}
+			return nh;
+		}
+	}
+	key = f->ifindex;
+	in = bpf_map_lookup_elem(&fwd_members, &key);
+	if (!in) { /* not one of the plane's interfaces: the program is attached by no one else */
+		*verdict = to_stack(ctx, FWD_EV_UNSUPPORTED, hash);
+		return NULL;
+	}
+	if (!mac_equal(eth->h_dest, in->mac)) {
+		*verdict = to_stack(ctx, FWD_EV_OTHER_HOST, hash);
+		return NULL;
+	}
+	p.family = f->family;
+	p.tos = f->tos;
+	p.l4_protocol = f->proto;
+	p.sport = f->sport;
+	p.dport = f->dport;
+	p.tot_len = tot_len;
+	p.ifindex = f->ifindex;
+	if (f->family == AF_INET) {
+		p.ipv4_src = f->src[0];
+		p.ipv4_dst = f->dst[0];
+	} else {
+		p.flowinfo = f->flowinfo;
+		__builtin_memcpy(p.ipv6_src, f->src, 16);
+		__builtin_memcpy(p.ipv6_dst, f->dst, 16);
+	}
+	rc = bpf_fib_lookup(ctx, &p, sizeof(p), fib_flags);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+		*verdict = refused(ctx, rc, hash);
+		return NULL;
+	}
+	key = p.ifindex;
+	if (!bpf_map_lookup_elem(&fwd_ports, &key)) {
+		*verdict = to_stack(ctx, FWD_EV_EGRESS, hash);
+		return NULL;
+	}
+	/* Without a generation (memory off) the slot still carries this packet's answer, but it
+	 * never matches a later one: its gen stays whatever it was and the flow is rewritten. */
+	nh->gen = fresh ? gen : ~0ULL;
+	nh->flow = *f;
+	nh->oif = p.ifindex;
+	nh->mtu = p.mtu_result;
+	mac_copy(nh->in_mac, in->mac);
+	__builtin_memcpy(nh->smac, p.smac, 6); /* the stack is checked for alignment: bytes */
+	__builtin_memcpy(nh->dmac, p.dmac, 6);
+	*looked_up = 1;
+	return nh;
+}
+
+static __always_inline int send(struct xdp_md *ctx, struct ethhdr *eth, struct fwd_nexthop *nh,
+				int looked_up)
+{
+	mac_copy(eth->h_dest, nh->dmac);
+	mac_copy(eth->h_source, nh->smac);
+	event(ctx, looked_up ? FWD_EV_LOOKED_UP : FWD_EV_FORWARDED, 0);
+	return bpf_redirect_map(&fwd_ports, nh->oif, 0);
+}
+
+static __always_inline int ports(struct xdpkit_cursor *c, struct fwd_flow *f, int proto)
+{
+	__be16 *l4 = c->pos;
+
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	if ((void *)(l4 + 2) > c->end)
+		return -1;
+	f->sport = l4[0];
+	f->dport = l4[1];
+	return 0;
+}
+
+static __always_inline int forward4(struct xdp_md *ctx, struct xdpkit_cursor *c, struct ethhdr *eth)
+{
+	struct fwd_flow f = {};
+	struct fwd_nexthop *nh;
+	struct iphdr *ip;
+	__u16 frag = 0;
+	int proto, verdict = XDP_PASS, looked_up = 0;
+	__u32 check, hash;
+
+	proto = xdpkit_parse_ipv4(c, &ip, &frag);
+	if (proto < 0)
+		return to_stack(ctx, FWD_EV_MALFORMED, 0);
+	f.ifindex = ctx->ingress_ifindex;
+	f.family = AF_INET;
+	f.proto = proto;
+	f.tos = ip->tos;
+	f.src[0] = ip->saddr;
+	f.dst[0] = ip->daddr;
+	if (!frag && ports(c, &f, proto) < 0)
+		return to_stack(ctx, FWD_EV_MALFORMED, 0);
+	hash = flow_hash(&f);
+	if (ip->ihl != 5)
+		return to_stack(ctx, FWD_EV_IP_OPTIONS, hash);
+	if (ip->ttl <= 1)
+		return to_stack(ctx, FWD_EV_TTL, hash);
+	nh = next_hop(ctx, eth, &f, bpf_ntohs(ip->tot_len), hash, &verdict, &looked_up);
+	if (!nh)
+		return verdict;
+	/* The TTL is the high byte of its 16-bit word: the checksum rises by 0x0100, end-around carry. */
+	check = ip->check;
+	check += bpf_htons(0x0100);
+	ip->check = (__u16)(check + (check >= 0xffff));
+	ip->ttl--;
+	return send(ctx, eth, nh, looked_up);
+}
+
+static __always_inline int forward6(struct xdp_md *ctx, struct xdpkit_cursor *c, struct ethhdr *eth)
+{
+	struct fwd_flow f = {};
+	struct fwd_nexthop *nh;
+	struct ipv6hdr *ip6 = c->pos;
+	int proto, verdict = XDP_PASS, looked_up = 0;
+	__u16 frag = 0;
+	__u32 hash;
+
+	if ((void *)(ip6 + 1) > c->end)
+		return to_stack(ctx, FWD_EV_MALFORMED, 0);
+	if (ip6->nexthdr == IPPROTO_HOPOPTS) /* every router must read it: the stack does */
+		return to_stack(ctx, FWD_EV_IP_OPTIONS, 0);
+	proto = xdpkit_parse_ipv6(c, &ip6, &frag);
+	if (proto < 0)
+		return to_stack(ctx, FWD_EV_MALFORMED, 0);
+	f.ifindex = ctx->ingress_ifindex;
+	f.family = AF_INET6;
+	f.proto = proto;
+	f.flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0fffffff);
+	__builtin_memcpy(f.src, &ip6->saddr, 16);
+	__builtin_memcpy(f.dst, &ip6->daddr, 16);
+	if (!frag && ports(c, &f, proto) < 0)
+		return to_stack(ctx, FWD_EV_MALFORMED, 0);
+	hash = flow_hash(&f);
+	if (ip6->hop_limit <= 1)
+		return to_stack(ctx, FWD_EV_TTL, hash);
+	nh = next_hop(ctx, eth, &f, sizeof(*ip6) + bpf_ntohs(ip6->payload_len), hash, &verdict, &looked_up);
+	if (!nh)
+		return verdict;
+	ip6->hop_limit--;
+	return send(ctx, eth, nh, looked_up);
+}
+
+SEC("xdp")
+int xdpkit_forward(struct xdp_md *ctx)
+{
+	struct xdpkit_cursor c;
+	struct ethhdr *eth;
+	int l3;
+
+	xdpkit_cursor_init(&c, ctx);
+	l3 = xdpkit_parse_eth(&c, &eth, NULL);
+	if (l3 < 0)
+		return to_stack(ctx, FWD_EV_MALFORMED, 0);
+	if (eth->h_dest[0] & 1) { /* broadcast or multicast */
+		if (flood)
+			return event(ctx, FWD_EV_FLOODED, bpf_redirect_map(&fwd_ports, 0,
+								    BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS));
+		return to_stack(ctx, FWD_EV_MULTICAST, 0);
+	}
+	if (bpf_ntohs(eth->h_proto) != l3) /* a VLAN tag: the helper routes the tagged frame wrongly */
+		return to_stack(ctx, FWD_EV_UNSUPPORTED, 0);
+	if (l3 == ETH_P_IP)
+		return forward4(ctx, &c, eth);
+	if (l3 == ETH_P_IPV6)
+		return forward6(ctx, &c, eth);
+	return to_stack(ctx, FWD_EV_NOT_IP, 0);
+}
+
+/* ---- where the kernel keeps its routing generations -------------------------------------- */
+
+/* Only the fields read, located through the kernel's BTF at load time (CO-RE). */
+struct ns_common { unsigned int inum; } __attribute__((preserve_access_index));
+typedef struct { int counter; } fwd_atomic_t;
+struct netns_ipv4 { fwd_atomic_t rt_genid; } __attribute__((preserve_access_index));
+struct netns_ipv6 { fwd_atomic_t fib6_sernum; } __attribute__((preserve_access_index));
+struct net {
+	struct ns_common ns;
+	struct netns_ipv4 ipv4;
+	struct netns_ipv6 ipv6;
+} __attribute__((preserve_access_index));
+struct nsproxy { struct net *net_ns; } __attribute__((preserve_access_index));
+struct task_struct { struct nsproxy *nsproxy; } __attribute__((preserve_access_index));
+
+const volatile __u32 locate_tid = 0;      /* the loader's thread, in the plane's namespace */
+
+/* Attached by the loader for one system call of its own: records where the loader's network
+ * namespace keeps rt_genid (bumped by every IPv4 routing change: routes, rules, nexthops,
+ * addresses, links, MTU, forwarding sysctls) and fib6_sernum (every IPv6 route added or
+ * removed). The forwarding program reads both on every packet. */
+SEC("tp_btf/sys_enter")
+int xdpkit_fwd_locate(void *ctx)
+{
+	struct task_struct *task;
+	struct fwd_kernel_gens *w;
+	struct net *net;
+	__u32 key = 0;
+
+	if ((__u32)bpf_get_current_pid_tgid() != locate_tid)
+		return 0;
+	w = bpf_map_lookup_elem(&fwd_where, &key);
+	task = bpf_get_current_task_btf();
+	if (!w || !task->nsproxy)
+		return 0;
+	net = task->nsproxy->net_ns;
+	w->rt_genid = (__u64)&net->ipv4.rt_genid;
+	w->fib6_sernum = (__u64)&net->ipv6.fib6_sernum;
+	w->netns = net->ns.inum;
+	return 0;
+}
+
+/* Neighbours: an update (new MAC, new state) once it is done, a timer's state change, removal.
+ * Global (every namespace): an unrelated change only costs one lookup per flow and CPU. */
+static __always_inline int bump(void)
+{
+	__u32 key = 0;
+	__u64 *g = bpf_map_lookup_elem(&fwd_gen, &key);
+
+	if (g)
+		__sync_fetch_and_add(g, 1);
+	return 0;
+}
+
+SEC("tp_btf/neigh_update_done") int xdpkit_fwd_neigh_upd(void *ctx) { return bump(); }
+SEC("tp_btf/neigh_timer_handler") int xdpkit_fwd_neigh_tmr(void *ctx) { return bump(); }
+SEC("tp_btf/neigh_cleanup_and_release") int xdpkit_fwd_neigh_del(void *ctx) { return bump(); }
+
+char LICENSE[] SEC("license") = "GPL";
