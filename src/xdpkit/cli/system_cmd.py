@@ -32,6 +32,9 @@ def register(sub) -> None:
                            ("status", "show the lab")):
         q = lsub.add_parser(verb, help=helptext)
         q.add_argument("--name", default="xdpkit")
+        if verb == "up":
+            q.add_argument("--router", action="store_true",
+                           help="the router lab: a third network behind the dut, end hosts' checksum offload off")
         q.add_argument("--json", action="store_true")
         q.set_defaults(func=cmd_lab)
 
@@ -71,7 +74,9 @@ def cmd_trace(args) -> int:
 def cmd_lab(args) -> int:
     from xdpkit.lab import Lab
 
-    lab = Lab(args.name)
+    lab = Lab(args.name, router=getattr(args, "router", False))
+    if args.lab_command != "up":  # down and status follow what exists
+        lab = Lab.existing(args.name)
     if args.lab_command == "up":
         result = lab.up()
         if args.json:

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from xdpkit import bpffs, interfaces, netns
 from xdpkit.errors import ConfigError, LabError, NotFoundError, XdpkitError
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,7}$")
-ROLES = ("src", "dut", "dst")
+ROLES = ("src", "dut", "dst", "alt")
 
 
 def _mac(net: int, host: int) -> str:
@@ -46,6 +46,13 @@ class LabAddresses:
     dst_ip4: str = "198.18.2.2"
     dst_ip6: str = "2001:db8:2::2"
     dst_mac: str = _mac(2, 2)
+    # the router lab's third network (Lab(router=True))
+    dut_alt_ip4: str = "198.18.3.1"
+    dut_alt_ip6: str = "2001:db8:3::1"
+    dut_alt_mac: str = _mac(3, 1)
+    alt_ip4: str = "198.18.3.2"
+    alt_ip6: str = "2001:db8:3::2"
+    alt_mac: str = _mac(3, 2)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +91,15 @@ _ROUTES = (
     _Route("src", "2001:db8::/32", _A.dut_in_ip6),
     _Route("dst", "198.18.0.0/15", _A.dut_out_ip4),
     _Route("dst", "2001:db8::/32", _A.dut_out_ip6),
+)
+# The router lab adds a third network behind the dut, so a route can move traffic between two.
+_ALT_IFACES = (
+    _Iface("alt", "eth0", _A.alt_mac, _A.alt_ip4 + "/24", _A.alt_ip6 + "/64"),
+    _Iface("dut", "out1", _A.dut_alt_mac, _A.dut_alt_ip4 + "/24", _A.dut_alt_ip6 + "/64"),
+)
+_ALT_ROUTES = (
+    _Route("alt", "198.18.0.0/15", _A.dut_alt_ip4),
+    _Route("alt", "2001:db8::/32", _A.dut_alt_ip6),
 )
 _FORWARDING = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
 
@@ -190,18 +206,34 @@ def build_or_remove(build, down, what: str) -> None:
 
 
 class Lab:
-    """A named lab (default "xdpkit"): namespaces ``{name}-src``, ``{name}-dut``, ``{name}-dst``."""
+    """A named lab (default "xdpkit"): namespaces ``{name}-src``, ``{name}-dut``, ``{name}-dst``.
+
+    ``router=True`` is the router lab: a third network behind the dut (``{name}-alt``, dut
+    ``out1``), and transmit checksum offload off on the end hosts. A veth leaves a locally sent
+    TCP or UDP checksum for "hardware" to finish (CHECKSUM_PARTIAL); a frame that the dut
+    forwards with XDP leaves as it came, unfinished, and the receiver drops it (ICMP, whose
+    checksum the stack always writes, still works, so ping passes and TCP does not).
+    """
 
     addresses = ADDRESSES
 
-    def __init__(self, name: str = "xdpkit"):
+    def __init__(self, name: str = "xdpkit", *, router: bool = False):
         if not isinstance(name, str) or not _NAME_RE.match(name):
             raise ConfigError(f"invalid lab name {name!r}: use 1-8 characters from a-z, 0-9 and '-', "
                               "not starting with '-'", field="name")
         self.name = name
+        self.router = router
+        self._ifaces = _IFACES + (_ALT_IFACES if router else ())
+        self._veths = _VETHS + (((_ALT_IFACES[0], _ALT_IFACES[1]),) if router else ())
+        self._routes = _ROUTES + (_ALT_ROUTES if router else ())
+
+    @classmethod
+    def existing(cls, name: str = "xdpkit") -> "Lab":
+        """The lab of that name as it exists: the router lab if its third network is there."""
+        return cls(name, router=netns.exists(f"{name}-alt"))
 
     def __repr__(self) -> str:
-        return f"<Lab {self.name}>"
+        return f"<Lab {self.name}{' router' if self.router else ''}>"
 
     # names
     @property
@@ -217,21 +249,30 @@ class Lab:
         return f"{self.name}-dst"
 
     @property
+    def alt(self) -> str:
+        return f"{self.name}-alt"
+
+    @property
     def namespaces(self) -> list[str]:
-        return [self.src, self.dut, self.dst]
+        return [self.src, self.dut, self.dst] + ([self.alt] if self.router else [])
+
+    @property
+    def end_hosts(self) -> list[str]:
+        return [n for n in self.namespaces if n != self.dut]
 
     def ns(self, role: str) -> str:
-        """Namespace name for a role ("src", "dut", "dst"); a full lab namespace name passes through."""
-        if role in ROLES:
+        """Namespace name for a role ("src", "dut", "dst", "alt"); a full lab namespace name passes through."""
+        if role in ROLES and (role != "alt" or self.router):
             return f"{self.name}-{role}"
         if role in self.namespaces:
             return role
-        raise ConfigError(f"unknown lab role {role!r}; use src, dut or dst", field="role")
+        raise ConfigError(f"unknown lab role {role!r}; use {', '.join(ROLES[:len(self.namespaces)])}",
+                          field="role")
 
     # lifecycle
     def exists(self) -> bool:
         """True if any of the lab's namespaces exists (a half-built lab exists too)."""
-        return any(netns.exists(n) for n in self.namespaces)
+        return any(netns.exists(n) for n in self.namespaces + [self.alt])
 
     def up(self) -> dict:
         """Build the lab, or leave it as is if it is complete; a partial lab is rebuilt."""
@@ -253,8 +294,9 @@ class Lab:
                 "bpffs": pin_root}
 
     def down(self) -> list[str]:
-        """Remove the lab's namespaces (their veths go with them). Returns the names removed."""
-        return remove_namespaces(self.namespaces)
+        """Remove the lab's namespaces (their veths go with them), the router lab's third network
+        too. Returns the names removed."""
+        return remove_namespaces(self.namespaces + ([] if self.router else [self.alt]))
 
     def _build(self) -> None:
         for name in self.namespaces:
@@ -267,14 +309,16 @@ class Lab:
         with netns.inside(self.dut):
             for path in _FORWARDING:
                 _write(path, "1")
-        for end, peer in _VETHS:
+        for end, peer in self._veths:
             with netns.inside(self.ns(end.role)):
                 add_veth(end.ifname, peer.ifname, peer_ns=self.dut, mac_a=end.mac, mac_b=peer.mac)
-        for iface in _IFACES:  # links are up at both ends now, so routes find their gateways
+                if self.router:
+                    interfaces.set_tx_checksum(end.ifname, False)
+        for iface in self._ifaces:  # links are up at both ends now, so routes find their gateways
             with netns.inside(self.ns(iface.role)):
                 for cidr in (iface.ip4, iface.ip6):
                     interfaces.add_address(iface.ifname, cidr, nodad=True)
-        for r in _ROUTES:
+        for r in self._routes:
             with netns.inside(self.ns(r.role)):
                 interfaces.add_route(r.dst, r.gateway)
 
@@ -297,7 +341,7 @@ class Lab:
             return [f"namespace {n} missing" for n in missing]
         out = []
         links: dict[str, dict] = {}  # one dump per namespace (this runs in a polling loop)
-        for iface in _IFACES:
+        for iface in self._ifaces:
             ns = self.ns(iface.role)
             if ns not in links:
                 with netns.inside(ns):
@@ -313,7 +357,7 @@ class Lab:
             for want in (iface.ip4, iface.ip6):
                 if want not in link.addresses:
                     out.append(f"{ns}: {iface.ifname} lacks {want}")
-        for r in _ROUTES:
+        for r in self._routes:
             ns = self.ns(r.role)
             with netns.inside(ns):
                 if not interfaces.has_route(r.dst, r.gateway):

@@ -21,6 +21,7 @@ import os
 import shutil
 import struct
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 
 from xdpkit import bpffs
@@ -309,6 +310,25 @@ class Forwarder(AppHandle):
             transaction.remove_lock(plane["program"])
         return targets
 
+    def plane(self) -> dict:
+        """This plane as ``planes()`` lists it."""
+        for p in self.planes():
+            if p["program"] == self.prog_id:
+                return p
+        raise NotFoundError(f"forwarding plane program {self.prog_id} is not attached any more")
+
+    @classmethod
+    def open_plane(cls, iface=None) -> "Forwarder":
+        """The plane on member ``iface``, or the only plane in this namespace."""
+        if iface is not None:
+            return cls.open(iface)
+        planes = cls.planes()
+        if len(planes) != 1:
+            raise ConfigError("no forwarding plane here" if not planes else
+                              f"{len(planes)} forwarding planes here: name one of their interfaces",
+                              hint="xdpkit forward status")
+        return cls.open(planes[0]["attached"][0]["ifname"])
+
     # ---- counters ------------------------------------------------------------------------
     def stats(self) -> dict:
         sums = summed_counters(self._map("fwd_events"))
@@ -326,3 +346,21 @@ def _detach_quietly(ifname: str) -> None:
         detach(ifname)
     except XdpkitError:
         pass
+
+
+class StatsRates:
+    """``read()`` gives ``stats()`` with each event's packets per second since the last read."""
+
+    def __init__(self, stats):
+        self._stats = stats
+        self._last = None
+
+    def read(self) -> dict:
+        now, data = time.monotonic(), self._stats()
+        if self._last is not None:
+            then, before = self._last
+            dt = max(now - then, 1e-9)
+            for name, e in data["events"].items():
+                e["pps"] = (e["packets"] - before["events"][name]["packets"]) / dt
+        self._last = (now, data)
+        return data
