@@ -1,0 +1,347 @@
+"""The forwarding plane on the router lab, for real: frames cross the dut through XDP with exact
+TTLs, checksums and MACs; what the plane cannot finish reaches the stack (first packets of a new
+neighbour, TTL 1), route and neighbour changes act on the very next packet, blackhole routes
+drop and count, and unloading gives the stack its forwarding back with nothing left behind."""
+import secrets
+import socket
+import threading
+import time
+
+import pytest
+from scapy.layers.inet import ICMP, IP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+
+from xdpkit import netns as xns
+from xdpkit.apps.forward.control import EVENTS, Forwarder
+from xdpkit.errors import ConfigError, XdpkitError
+from xdpkit.lab import Lab
+from xdpkit.testing.plugin import _claim
+from xdpkit.xdp import query
+
+pytestmark = pytest.mark.kernel
+
+ETH_P_ALL = 0x0003
+FAR4, FAR6 = "198.18.100.1", "2001:db8:100::1"     # answered by dst or alt, as the route says
+
+
+@pytest.fixture(scope="module")
+def lab():
+    lab = Lab("f" + secrets.token_hex(3), router=True)
+    for name in lab.namespaces:
+        _claim(name)
+    lab.up()
+    try:
+        for role in ("dst", "alt"):
+            lab.run(role, ["ip", "addr", "add", FAR4 + "/32", "dev", "lo"], check=True)
+            lab.run(role, ["ip", "addr", "add", FAR6 + "/128", "dev", "lo"], check=True)
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture
+def plane(lab):
+    """A plane on every dut interface, fresh neighbours; unloaded after the test."""
+    lab.run("dut", ["ip", "neigh", "flush", "all"])
+    lab.run("dut", ["ip", "-6", "neigh", "flush", "all"])
+    with xns.inside(lab.dut):
+        Forwarder.load(["in0", "out0", "out1"]).close()
+    try:
+        yield lab
+    finally:
+        with xns.inside(lab.dut):
+            Forwarder.unload()
+
+
+def counts(lab) -> dict:
+    with xns.inside(lab.dut), Forwarder.open("in0") as fwd:
+        return {k: v["packets"] for k, v in fwd.stats()["events"].items()}
+
+
+def delta(before: dict, after: dict) -> dict:
+    return {k: after[k] - before[k] for k in EVENTS if after[k] != before[k]}
+
+
+class Capture:
+    """Frames arriving on ``ifname`` in namespace ``ns`` (AF_PACKET, every type)."""
+
+    def __init__(self, ns: str, ifname: str = "eth0"):
+        with xns.inside(ns):
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            self.sock.bind((ifname, 0))
+
+    def frames(self, match, want: int = 1, timeout: float = 2.0) -> list[bytes]:
+        out, deadline = [], time.monotonic() + timeout
+        while len(out) < want and time.monotonic() < deadline:
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except socket.timeout:
+                break
+            if addr[2] != socket.PACKET_OUTGOING and match(Ether(data)):
+                out.append(data)
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def to_router(lab, pkt) -> bytes:
+    a = lab.addresses
+    return bytes(Ether(src=a.src_mac, dst=a.dut_in_mac) / pkt)
+
+
+def ping(lab, dst: str, count: int = 3) -> None:
+    r = lab.run("src", ["ping", "-6" if ":" in dst else "-4", "-c", str(count), "-i", "0.1", "-W", "1", dst],
+                timeout=10)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def udp_from_src(lab, dst: str, *, ttl: int = 64, sport: int = 4000, payload: bytes = b"xdpkit-forward"):
+    a = lab.addresses
+    if ":" in dst:
+        return to_router(lab, IPv6(src=a.src_ip6, dst=dst, hlim=ttl) / UDP(sport=sport, dport=9) / payload)
+    return to_router(lab, IP(src=a.src_ip4, dst=dst, ttl=ttl) / UDP(sport=sport, dport=9) / payload)
+
+
+def is_udp_to(dst: str, sport: int = 4000):
+    def match(e):
+        ip = e.getlayer(IPv6 if ":" in dst else IP)
+        return ip is not None and ip.dst == dst and e.haslayer(UDP) and e[UDP].sport == sport
+    return match
+
+
+# ---- forwarding ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dst", ["198.18.2.2", "2001:db8:2::2"])
+def test_ping_goes_via_the_stack_first_then_via_xdp(plane, dst):
+    before = counts(plane)
+    ping(plane, dst, count=5)
+    d = delta(before, counts(plane))
+    assert d.get("no_neigh", 0) >= 1          # the stack resolved the new neighbour
+    assert d.get("forwarded", 0) + d.get("looked_up", 0) >= 8   # the rest of 10 crossed at XDP
+
+
+def test_tcp_crosses_the_plane(plane):
+    a = plane.addresses
+    with xns.inside(plane.dst):
+        server = socket.create_server((a.dst_ip4, 7001))
+    got = []
+
+    def serve():
+        server.settimeout(5)
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            while len(data) < 100_000:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            got.append(data)
+            conn.sendall(b"ok")
+
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        before = counts(plane)
+        with xns.inside(plane.src):
+            c = socket.create_connection((a.dst_ip4, 7001), timeout=5)
+        with c:
+            c.sendall(bytes(range(256)) * 400)  # 102,400 bytes
+            c.shutdown(socket.SHUT_WR)
+            assert c.recv(2) == b"ok"
+    finally:
+        t.join(10)
+        server.close()
+    assert got and got[0] == (bytes(range(256)) * 400)[:len(got[0])] and len(got[0]) >= 100_000
+    d = delta(before, counts(plane))
+    assert d.get("forwarded", 0) >= 20       # segments and ACKs, both ways, through XDP
+
+
+@pytest.mark.parametrize("dst", ["198.18.2.2", "2001:db8:2::2"])
+def test_forwarded_frames_are_exact(plane, dst):
+    a = plane.addresses
+    ping(plane, dst, count=1)                  # the dut knows the neighbour now
+    frame = udp_from_src(plane, dst, ttl=9)
+    with Capture(plane.dst) as cap:
+        before = counts(plane)
+        plane.send_frames("src", "eth0", [frame])
+        got = cap.frames(is_udp_to(dst))
+    assert len(got) == 1
+    out, sent = Ether(got[0]), Ether(frame)
+    assert (out.src, out.dst) == (a.dut_out_mac, a.dst_mac)
+    if ":" in dst:
+        assert out[IPv6].hlim == 8
+        assert bytes(out[IPv6].payload) == bytes(sent[IPv6].payload)
+    else:
+        assert out[IP].ttl == 8
+        expect = IP(bytes(sent[IP]))
+        expect.ttl, expect.chksum = 8, None
+        assert bytes(out[IP]) == bytes(IP(bytes(expect)))   # checksum recomputed from scratch agrees
+    d = delta(before, counts(plane))
+    assert d.get("forwarded", 0) + d.get("looked_up", 0) >= 1   # (and dst's port unreachable back)
+
+
+def test_the_next_hop_is_remembered(plane):
+    ping(plane, "198.18.2.2", count=1)
+    frames = [udp_from_src(plane, "198.18.2.2", sport=4100)] * 5
+    with Capture(plane.dst) as cap:
+        before = counts(plane)
+        plane.send_frames("src", "eth0", frames)
+        assert len(cap.frames(is_udp_to("198.18.2.2", 4100), want=5)) == 5
+    d = delta(before, counts(plane))
+    assert d.get("looked_up", 0) <= 2 and d.get("forwarded", 0) >= 4   # dst's ICMP errors too
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_ttl_1_gets_the_stacks_time_exceeded(plane, family):
+    a = plane.addresses
+    dst = "198.18.2.2" if family == 4 else "2001:db8:2::2"
+    with Capture(plane.src) as cap:
+        before = counts(plane)
+        plane.send_frames("src", "eth0", [udp_from_src(plane, dst, ttl=1)])
+
+        def time_exceeded(e):
+            if family == 4:
+                return e.haslayer(ICMP) and e[ICMP].type == 11 and e[IP].src == a.dut_in_ip4
+            return e.haslayer(IPv6) and e[IPv6].nh == 58 and bytes(e[IPv6].payload)[:1] == b"\x03"
+        assert len(cap.frames(time_exceeded)) == 1
+    assert delta(before, counts(plane)).get("ttl") == 1
+
+
+@pytest.mark.parametrize("far", [FAR4, FAR6])
+def test_route_and_neighbour_changes_act_on_the_next_packet(plane, far):
+    a = plane.addresses
+    v6 = ":" in far
+    via_dst, via_alt = (a.dst_ip6, a.alt_ip6) if v6 else (a.dst_ip4, a.alt_ip4)
+    fam = ["-6"] if v6 else ["-4"]
+    prefix = far + ("/128" if v6 else "/32")
+    plane.run("dut", ["ip", *fam, "route", "replace", prefix, "via", via_dst], check=True)
+    try:
+        ping(plane, via_dst, count=1)
+        ping(plane, via_alt, count=1)
+        with Capture(plane.dst) as at_dst, Capture(plane.alt) as at_alt:
+            for i in range(3):                            # remembered after the first
+                plane.send_frames("src", "eth0", [udp_from_src(plane, far, sport=4200)])
+            assert len(at_dst.frames(is_udp_to(far, 4200), want=3)) == 3
+            plane.run("dut", ["ip", *fam, "route", "replace", prefix, "via", via_alt], check=True)
+            plane.send_frames("src", "eth0", [udp_from_src(plane, far, sport=4200)])
+            assert len(at_alt.frames(is_udp_to(far, 4200))) == 1
+            assert at_dst.frames(is_udp_to(far, 4200), timeout=0.3) == []
+            # a neighbour's new MAC: the next frame carries it
+            plane.run("dut", ["ip", *fam, "neigh", "replace", via_alt, "lladdr", "02:58:44:00:03:99",
+                              "dev", "out1"], check=True)
+            plane.send_frames("src", "eth0", [udp_from_src(plane, far, sport=4200)])
+            got = at_alt.frames(is_udp_to(far, 4200))
+            assert len(got) == 1 and Ether(got[0]).dst == "02:58:44:00:03:99"
+    finally:
+        plane.run("dut", ["ip", *fam, "route", "del", prefix])
+
+
+def test_blackhole_unreachable_prohibit_drop_and_count(plane):
+    kinds = {"blackhole": "198.18.101.0/24", "unreachable": "198.18.102.0/24", "prohibit": "198.18.103.0/24"}
+    for kind, prefix in kinds.items():
+        plane.run("dut", ["ip", "route", "add", kind, prefix], check=True)
+    try:
+        before = counts(plane)
+        with Capture(plane.dst) as cap:
+            for prefix in kinds.values():
+                plane.send_frames("src", "eth0", [udp_from_src(plane, prefix.replace("0/24", "7"))] * 2)
+            assert cap.frames(lambda e: e.haslayer(UDP) and e[UDP].sport == 4000, timeout=0.3) == []
+        d = delta(before, counts(plane))
+        assert {k: d.get(k) for k in kinds} == {k: 2 for k in kinds}
+    finally:
+        for prefix in kinds.values():
+            plane.run("dut", ["ip", "route", "del", prefix])
+
+
+def test_frames_for_the_router_itself_go_to_the_stack(plane):
+    a = plane.addresses
+    before = counts(plane)
+    ping(plane, a.dut_out_ip4, count=2)
+    assert delta(before, counts(plane)).get("local", 0) >= 2
+
+
+def test_unload_restores_stack_forwarding_and_leaves_nothing(lab):
+    with xns.inside(lab.dut):
+        Forwarder.load(["in0", "out0"]).close()
+        pins = Forwarder.planes()[0]["pins"]
+        removed = Forwarder.unload()
+        assert [p["members"] for p in removed] == [["in0", "out0"]]
+        assert query() == [] and Forwarder.planes() == []
+    import os
+    assert not os.path.exists(pins)
+    ping(lab, "198.18.2.2", count=2)
+
+
+# ---- CPUMAP and flooding --------------------------------------------------------------------
+
+def test_cpus_spread_what_goes_to_the_stack(lab):
+    with xns.inside(lab.dut):
+        Forwarder.load(["in0", "out0"], cpus=[1]).close()
+    try:
+        before = counts(lab)
+        ping(lab, lab.addresses.dut_in_ip4, count=3)     # local: to the stack, through CPU 1
+        d = delta(before, counts(lab))
+        assert d.get("to_cpu", 0) >= 3 and d.get("local", 0) >= 3
+    finally:
+        with xns.inside(lab.dut):
+            Forwarder.unload()
+
+
+def test_flood_sends_broadcasts_out_of_every_other_member(lab):
+    with xns.inside(lab.dut):
+        Forwarder.load(["in0", "out0", "out1"], flood=True).close()
+    try:
+        frame = bytes(Ether(src=lab.addresses.src_mac, dst="ff:ff:ff:ff:ff:ff", type=0x88B5) / (b"flood!" * 10))
+
+        def mine(e):
+            return e.type == 0x88B5 and bytes(e.payload).startswith(b"flood!")
+        with Capture(lab.dst) as at_dst, Capture(lab.alt) as at_alt:
+            before = counts(lab)
+            lab.send_frames("src", "eth0", [frame])
+            assert len(at_dst.frames(mine)) == 1 and len(at_alt.frames(mine)) == 1
+        assert delta(before, counts(lab)) == {"flooded": 1}
+    finally:
+        with xns.inside(lab.dut):
+            Forwarder.unload()
+
+
+# ---- bad input: a clear error and nothing loaded ---------------------------------------------
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"ifaces": ["in0", "nosuch0"]}, "no interface 'nosuch0'"),
+    ({"ifaces": ["in0", "eth0"]}, "is in network namespace"),
+    ({"ifaces": ["in0", "in0"]}, "named twice"),
+    ({"ifaces": ["in0"], "cpus": [999]}, "CPU 999 is not online"),
+    ({"ifaces": ["in0"], "cpu_queue": 0}, "out of range"),
+    ({"ifaces": ["in0"], "cache_slots": 1000}, "power of two"),
+    ({"ifaces": ["in0"], "fib": "fast"}, "unknown FIB mode"),
+    ({"ifaces": ["in0"], "flood": True}, "at least two"),
+])
+def test_bad_input_is_refused_before_anything_loads(lab, kwargs, message):
+    kwargs = dict(kwargs)
+    with xns.inside(lab.dut):
+        with pytest.raises(ConfigError, match=message):
+            Forwarder.load(kwargs.pop("ifaces"), **kwargs)
+        assert query() == []
+
+
+def test_a_second_plane_on_a_member_is_refused(lab):
+    with xns.inside(lab.dut):
+        Forwarder.load(["in0", "out0"]).close()
+        try:
+            with pytest.raises(XdpkitError, match="already loaded on out0"):
+                Forwarder.load(["out1", "out0"])
+            assert {a.ifname for a in query()} == {"in0", "out0"}
+        finally:
+            Forwarder.unload()
