@@ -67,6 +67,16 @@ CASES = [
     (["trafficgen", "lo", "--duration", "0"], "greater than 0"),
     (["firewall", "stats", "lo", "--count", "-3"], "below 1"),
     (["lb", "load", "lo", "--max-vips", "0"], "below 1"),
+    (["forward", "load", "nosuch0"], "no interface 'nosuch0'"),
+    (["forward", "load", "lo", "lo"], "named twice"),
+    (["forward", "load", "lo", "--cpus", "1-x"], "use CPU numbers and ranges"),
+    (["forward", "load", "lo", "--cpus", "999"], "CPU 999 is not online"),
+    (["forward", "load", "lo", "--cpu-queue", "0"], "out of range"),
+    (["forward", "load", "lo", "--cache-slots", "3"], "power of two"),
+    (["forward", "load", "lo", "--flood"], "at least two"),
+    (["forward", "stats"], "no forwarding plane here"),
+    (["forward", "stats", "lo"], "no xdpkit forwarding plane on lo"),
+    (["forward", "unload", "lo"], "no xdpkit forwarding plane on lo"),
 ]
 
 

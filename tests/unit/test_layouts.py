@@ -23,6 +23,7 @@ from xdpkit.apps.firewall import control as fwc
 from xdpkit.apps.firewall import rangetable as R
 from xdpkit.apps.firewall import sized
 from xdpkit.apps.firewall.rules import DEFAULT_RATE_SOURCES, parse_rule
+from xdpkit.apps.forward import control as fwdc
 from xdpkit.apps.lb import control as lbc
 from xdpkit.apps.lb import flowhash, plan, viptable
 from xdpkit.apps.lb.config import PROTOCOLS, VipConfig
@@ -33,7 +34,8 @@ from xdpkit.compile import compile_with_deps
 PACKAGE = Path(xdpkit.__file__).parent
 FW_DIR = PACKAGE / "apps" / "firewall"
 LB_DIR = PACKAGE / "apps" / "lb"
-MIRROR_MODULES = (fwc, C, R, lbc, plan, viptable, flowhash)   # every struct.Struct in them is a kernel layout
+FWD_DIR = PACKAGE / "apps" / "forward"
+MIRROR_MODULES = (fwc, C, R, lbc, plan, viptable, flowhash, fwdc)   # every struct.Struct in them is a kernel layout
 
 # ---- the table: Python format -> C type -> the C struct's fields in order --------------------------
 # fields None: the format reads the whole struct as words (only the size must agree).
@@ -54,6 +56,12 @@ FIREWALL_LAYOUTS = [
     ("firewall control._TAT", fwc._TAT, "fw_tat", ["pps", "bps"]),
     ("firewall control._RL_WAY4", fwc._RL_WAY4, "fw_rl_way4", ["addr", "tag", "seen", "tat"]),
     ("firewall control._RL_KEY6", fwc._RL_KEY6, "fw_rl_key6", ["slot", "addr"]),
+]
+
+FORWARD_LAYOUTS = [
+    ("forward control._KGENS", fwdc._KGENS, "fwd_kernel_gens", ["rt_genid", "fib6_sernum", "netns", "pad"]),
+    ("forward control._MEMBER", fwdc._MEMBER, "fwd_member", ["mac", "pad"]),
+    ("forward control._U32", fwdc._U32, "__u32", None),
 ]
 
 LB_LAYOUTS = [
@@ -165,7 +173,8 @@ def objects(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("probes")
     objs = {"firewall": Btf(builtin_object("firewall"), header_probe(FW_DIR / "firewall.h", tmp)),
             "lb": Btf(builtin_object("lb"), header_probe(LB_DIR / "lb.h", tmp)),
-            "lb_decap": Btf(builtin_object("lb_decap"))}
+            "lb_decap": Btf(builtin_object("lb_decap")),
+            "forward": Btf(builtin_object("forward"))}
     yield objs
     for o in objs.values():
         o.close()
@@ -435,6 +444,26 @@ def lb_problems(lb: Btf, decap: Btf, header: Path, source: Path) -> list[str]:
     return out
 
 
+def forward_problems(fwd: Btf, header: Path) -> list[str]:
+    consts, enums = c_constants(header)
+    out = []
+    for label, fmt, ctype, fields in FORWARD_LAYOUTS:
+        out += layout_problems(label, fmt, fwd.type(ctype), fields)
+    out += differences([
+        ("control.STATE_SIZE vs fwd_state value size", fwdc.STATE_SIZE,
+         fwd.spec.maps["fwd_state"].value_size if "fwd_state" in fwd.spec.maps else None),
+        ("control.STATE_SIZE vs FWD_STATE_SIZE", fwdc.STATE_SIZE, consts.get("FWD_STATE_SIZE")),
+        ("control.MAX_MEMBERS vs fwd_ports max_entries", fwdc.MAX_MEMBERS, fwd.max_entries("fwd_ports")),
+        ("control.MAX_MEMBERS vs fwd_members max_entries", fwdc.MAX_MEMBERS, fwd.max_entries("fwd_members")),
+        ("control.MAX_CPUS vs fwd_cpu_list max_entries", fwdc.MAX_CPUS, fwd.max_entries("fwd_cpu_list")),
+        ("control.EVENTS vs fwd_events max_entries", len(fwdc.EVENTS), fwd.max_entries("fwd_events")),
+        *((f"rodata {name} (set by Forwarder.load) exists", True, name in fwd.spec.rodata)
+          for name in ("fib_flags", "cache_mask", "ncpus", "flood", "locate_tid")),
+    ])
+    out += enum_problems("control.EVENTS", fwdc.EVENTS, enums, consts, "fwd_event", "FWD_EV_", "FWD_EV_MAX")
+    return out
+
+
 # ---- the tests ------------------------------------------------------------------------------------
 
 def test_firewall_mirrors_agree_with_the_object(objects):
@@ -447,8 +476,13 @@ def test_lb_mirrors_agree_with_the_object(objects):
     assert not problems, "\n".join(problems)
 
 
+def test_forward_mirrors_agree_with_the_object(objects):
+    problems = forward_problems(objects["forward"], FWD_DIR / "forward.h")
+    assert not problems, "\n".join(problems)
+
+
 def test_every_struct_format_of_the_control_planes_is_in_the_table():
-    table = {id(fmt) for _label, fmt, _c, _fields in FIREWALL_LAYOUTS + LB_LAYOUTS}
+    table = {id(fmt) for _label, fmt, _c, _fields in FIREWALL_LAYOUTS + LB_LAYOUTS + FORWARD_LAYOUTS}
     missing = [f"{mod.__name__}.{name}" for mod in MIRROR_MODULES for name, value in vars(mod).items()
                if isinstance(value, struct.Struct) and id(value) not in table]
     assert not missing, f"struct formats not checked against BTF: {missing}"

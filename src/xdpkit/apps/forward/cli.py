@@ -1,9 +1,10 @@
 """`xdpkit forward ...`: thin commands over xdpkit.apps.forward.control."""
 from __future__ import annotations
 
-from xdpkit.apps.forward.control import (DEFAULT_CACHE_SLOTS, DEFAULT_CPU_QUEUE, EVENTS, FIB_FLAGS,
-                                         MAX_CPU_QUEUE, Forwarder, StatsRates)
-from xdpkit.errors import ConfigError
+import argparse
+
+from xdpkit.apps.forward.control import (DEFAULT_CACHE_SLOTS, DEFAULT_CPU_QUEUE, FIB_FLAGS, MAX_CPU_QUEUE,
+                                         Forwarder, StatsRates)
 from xdpkit.ui.args import int_range, positive_int
 from xdpkit.ui.output import emit_json, info, print_table, show_repeatedly
 
@@ -18,9 +19,9 @@ def cpu_list(text: str) -> list[int]:
             lo, _, hi = part.strip().partition("-")
             out.extend(range(int(lo), int(hi or lo) + 1))
     except ValueError:
-        raise ConfigError(f"--cpus {text!r}: use CPU numbers and ranges, e.g. 0,2-3") from None
-    if any(c < 0 for c in out) or not out:
-        raise ConfigError(f"--cpus {text!r}: use CPU numbers and ranges, e.g. 0,2-3")
+        out = []
+    if not out or any(c < 0 for c in out):
+        raise argparse.ArgumentTypeError(f"{text!r}: use CPU numbers and ranges, e.g. 0,2-3")
     return out
 
 
@@ -112,5 +113,3 @@ def cmd_stats(args) -> int:
         rates = StatsRates(fwd.stats)
         return show_repeatedly(rates.read, _show, as_json=args.json, watch=args.watch, count=args.count)
 
-
-__all__ = ["register", "EVENTS"]
