@@ -245,6 +245,7 @@ def test_route_and_neighbour_changes_act_on_the_next_packet(plane, far):
             assert len(got) == 1 and Ether(got[0]).dst == "02:58:44:00:03:99"
     finally:
         plane.run("dut", ["ip", *fam, "route", "del", prefix])
+        plane.run("dut", ["ip", *fam, "neigh", "del", via_alt, "dev", "out1"])   # permanent: not flushed
 
 
 def test_blackhole_unreachable_prohibit_drop_and_count(plane):
@@ -345,3 +346,103 @@ def test_a_second_plane_on_a_member_is_refused(lab):
             assert {a.ifname for a in query()} == {"in0", "out0"}
         finally:
             Forwarder.unload()
+
+
+# ---- what an operator expects of the kernel ---------------------------------------------------
+
+def test_the_forwarding_sysctl_is_honoured_at_once(plane):
+    ping(plane, "198.18.2.2", count=1)
+    frame = udp_from_src(plane, "198.18.2.2", sport=4300)
+    with Capture(plane.dst) as cap:
+        plane.send_frames("src", "eth0", [frame])
+        assert len(cap.frames(is_udp_to("198.18.2.2", 4300))) == 1      # remembered now
+        plane.run("dut", ["sysctl", "-qw", "net.ipv4.conf.in0.forwarding=0"], check=True)
+        try:
+            before = counts(plane)
+            plane.send_frames("src", "eth0", [frame])
+            assert cap.frames(is_udp_to("198.18.2.2", 4300), timeout=0.3) == []
+            assert delta(before, counts(plane)).get("fwd_off") == 1
+        finally:
+            plane.run("dut", ["sysctl", "-qw", "net.ipv4.conf.in0.forwarding=1"], check=True)
+        plane.send_frames("src", "eth0", [frame])
+        assert len(cap.frames(is_udp_to("198.18.2.2", 4300))) == 1
+
+
+@pytest.mark.parametrize("fib, arrives_at", [("full", "alt"), ("direct", "dst")])
+def test_policy_rules_apply_with_fib_full_only(lab, fib, arrives_at):
+    a = lab.addresses
+    lab.run("dut", ["ip", "route", "replace", FAR4 + "/32", "via", a.dst_ip4], check=True)
+    lab.run("dut", ["ip", "route", "replace", FAR4 + "/32", "via", a.alt_ip4, "table", "100"], check=True)
+    lab.run("dut", ["ip", "rule", "add", "from", a.src_ip4, "to", FAR4, "lookup", "100", "pref", "100"], check=True)
+    try:
+        ping(lab, a.dst_ip4, count=1)
+        ping(lab, a.alt_ip4, count=1)
+        with xns.inside(lab.dut):
+            Forwarder.load(["in0", "out0", "out1"], fib=fib).close()
+        try:
+            with Capture(lab.ns(arrives_at)) as cap:
+                lab.send_frames("src", "eth0", [udp_from_src(lab, FAR4, sport=4400)] * 2)
+                assert len(cap.frames(is_udp_to(FAR4, 4400), want=2)) == 2
+        finally:
+            with xns.inside(lab.dut):
+                Forwarder.unload()
+    finally:
+        lab.run("dut", ["ip", "rule", "del", "pref", "100"])
+        lab.run("dut", ["ip", "route", "del", FAR4 + "/32"])
+        lab.run("dut", ["ip", "route", "flush", "table", "100"])
+
+
+def test_generic_mode(lab):
+    with xns.inside(lab.dut):
+        Forwarder.load(["in0", "out0"], mode="generic").close()
+        try:
+            assert {a["mode"] for a in Forwarder.planes()[0]["attached"]} == {"generic"}
+            before = counts(lab)
+            ping(lab, "198.18.2.2", count=3)
+            d = delta(before, counts(lab))
+            assert d.get("forwarded", 0) + d.get("looked_up", 0) >= 5
+        finally:
+            Forwarder.unload()
+
+
+# ---- loading is all or nothing --------------------------------------------------------------
+
+def test_a_refusal_part_way_leaves_nothing(lab, tmp_path):
+    import os
+
+    from xdpkit import compile_file
+    from xdpkit.bpffs import pin_root
+
+    obj_path = compile_file(os.path.join(os.path.dirname(__import__("xdpkit").__file__), "examples",
+                                         "xdp_pass.bpf.c"))
+    lab.run("dut", ["ip", "link", "set", "dev", "out1", "xdpdrv", "obj", str(obj_path), "sec", "xdp"], check=True)
+    try:
+        pins_before = set(os.listdir(pin_root()))
+        with xns.inside(lab.dut):
+            with pytest.raises(XdpkitError, match="out1 is busy"):
+                Forwarder.load(["in0", "out0", "out1"])   # in0 and out0 are attached by then
+            assert [(a.ifname, a.ours) for a in query()] == [("out1", False)]
+        assert set(os.listdir(pin_root())) == pins_before
+    finally:
+        lab.run("dut", ["ip", "link", "set", "dev", "out1", "xdpdrv", "off"])
+
+
+def test_an_interrupt_part_way_leaves_nothing(lab, monkeypatch):
+    import os
+
+    from xdpkit.apps.forward import control
+    from xdpkit.bpffs import pin_root
+
+    real = control.Forwarder._save
+
+    def interrupted(self, settings):
+        real(self, settings)
+        raise KeyboardInterrupt   # Ctrl-C after the maps are filled and the hooks pinned
+
+    monkeypatch.setattr(control.Forwarder, "_save", interrupted)
+    pins_before = set(os.listdir(pin_root()))
+    with xns.inside(lab.dut):
+        with pytest.raises(KeyboardInterrupt):
+            Forwarder.load(["in0", "out0"])
+        assert query() == []
+    assert set(os.listdir(pin_root())) == pins_before

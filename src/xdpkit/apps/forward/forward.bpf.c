@@ -8,11 +8,14 @@
  * when --cpus is given; blackhole, unreachable and prohibit routes drop. Every case is counted.
  *
  * Next-hop memory. A FIB lookup costs about a third of a bare redirect, so each CPU remembers
- * the answer for a flow (the lookup's exact inputs) in fwd_cache, tagged with fwd_gen. fwd_gen
- * is bumped by the tracing programs at the bottom, which run in the kernel right after anything
- * that can change an answer (a route, rule, address, link, MTU or forwarding-sysctl change, a
- * neighbour update or removal) has been made. A packet reads the generation before it looks
- * up, so an answer found under an old generation is never used after the change returned.
+ * the answer for a flow (the lookup's exact inputs) in fwd_cache, tagged with the generations it
+ * was found under: the kernel's own routing generation of the plane's namespace (rt_genid for
+ * IPv4, which every routing change bumps; fib6_sernum for IPv6, which every route added or
+ * removed bumps; read with bpf_probe_read_kernel where fwd_locate found them) and fwd_gen, which
+ * three neighbour tracepoint programs bump after any neighbour update or removal. The kernel
+ * bumps its generations inside the change, before the netlink request returns, and a packet
+ * reads them before it looks up, so no answer is used after the change that made it stale.
+ * (fentry/fexit on the kernel's functions would be the direct way; this kernel refuses them.)
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
