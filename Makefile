@@ -10,6 +10,7 @@ setup:
 demo: setup
 	$(VENV)/bin/xdpkit demo
 	$(VENV)/bin/xdpkit lb demo
+	$(VENV)/bin/xdpkit forward demo
 
 test: setup
 	$(PY) -m pytest -q tests

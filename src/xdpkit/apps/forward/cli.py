@@ -56,6 +56,11 @@ def register(sub) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_status)
 
+    q = fsub.add_parser("demo", help="the plane at work on its own router lab (part of `make demo`)")
+    q.add_argument("--name", default="xfwdemo", help="lab name to use")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_demo)
+
     q = fsub.add_parser("stats", help="what happened to the frames, per reason")
     q.add_argument("iface", nargs="?", metavar="IFACE", help="a member (default: the only plane here)")
     q.add_argument("--json", action="store_true")
@@ -113,3 +118,12 @@ def cmd_stats(args) -> int:
         rates = StatsRates(fwd.stats)
         return show_repeatedly(rates.read, _show, as_json=args.json, watch=args.watch, count=args.count)
 
+
+
+def cmd_demo(args) -> int:
+    from xdpkit.apps.forward.demo import run_demo
+
+    result = run_demo(lab_name=args.name, log=None if args.json else (lambda m: print(m, flush=True)))
+    if args.json:
+        emit_json(result)
+    return 0 if result["ok"] else 1

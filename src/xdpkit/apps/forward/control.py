@@ -31,7 +31,7 @@ from xdpkit.apps.handle import AppHandle
 from xdpkit.apps import transaction
 from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, KernelError, NotFoundError, XdpkitError
-from xdpkit.kernel import bind_map, obj_pin, raw_tracepoint_open
+from xdpkit.kernel import bind_map, obj_pin, program_info_by_id, raw_tracepoint_open
 from xdpkit.maps.percpu import summed_counters
 from xdpkit.object import ObjectSpec
 from xdpkit.xdp import XdpMode, detach, query
@@ -52,6 +52,7 @@ DEFAULT_CACHE_SLOTS = 4096
 MAX_CACHE_SLOTS = 1 << 20
 DEFAULT_CPU_QUEUE = 2048
 MAX_CPU_QUEUE = 16384                      # the kernel's own limit for a CPUMAP queue
+PIN_PREFIX = "forward-"                    # + program id: the folder of a plane's hook links
 STATE_SIZE = 4096                          # fwd_state value: the plane's settings as JSON
 _KGENS = struct.Struct("<QQII")            # struct fwd_kernel_gens
 _MEMBER = struct.Struct("<6s2x")           # struct fwd_member
@@ -253,7 +254,7 @@ class Forwarder(AppHandle):
     def _pin_hooks(self, obj) -> str:
         """Attach the neighbour tracepoint programs and pin their links (they must live as long
         as the plane, not as this process)."""
-        folder = os.path.join(bpffs.pin_root(), f"forward-{self.prog_id}")
+        folder = os.path.join(bpffs.pin_root(), f"{PIN_PREFIX}{self.prog_id}")
         os.makedirs(folder, exist_ok=True)
         for name in NEIGH_HOOKS:
             link = raw_tracepoint_open(obj.programs[name].fd)
@@ -301,6 +302,7 @@ class Forwarder(AppHandle):
                 raise NotFoundError(f"no xdpkit forwarding plane on {ifname}")
         else:
             targets = cls.planes()
+        _remove_orphan_pins()
         for plane in targets:
             with transaction.exclusive(plane["program"]):
                 for a in plane["attached"]:
@@ -339,6 +341,18 @@ class Forwarder(AppHandle):
         return {"program": self.prog_id, "events": events,
                 "forwarded": sum(events[k]["packets"] for k in FORWARDED),
                 "to_stack": to_stack, "dropped": sum(events[k]["packets"] for k in DROPS)}
+
+
+def _remove_orphan_pins() -> None:
+    """Hook pins of planes whose program is gone (its namespace was deleted with the plane on)."""
+    root = bpffs.pin_root()
+    for entry in os.listdir(root):
+        if not entry.startswith(PIN_PREFIX) or not entry[len(PIN_PREFIX):].isdigit():
+            continue
+        try:
+            program_info_by_id(int(entry[len(PIN_PREFIX):]))
+        except XdpkitError:
+            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
 
 
 def _detach_quietly(ifname: str) -> None:
