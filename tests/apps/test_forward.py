@@ -446,3 +446,36 @@ def test_an_interrupt_part_way_leaves_nothing(lab, monkeypatch):
             Forwarder.load(["in0", "out0"])
         assert query() == []
     assert set(os.listdir(pin_root())) == pins_before
+
+
+def test_unload_removes_the_pins_of_a_plane_whose_namespace_was_deleted(make_netns):
+    import os
+
+    from xdpkit.apps.forward.control import PIN_PREFIX
+    from xdpkit.bpffs import pin_root
+
+    ns = make_netns()
+    with ns.inside():
+        ns.veth("fa", "fb")
+        Forwarder.load(["fa", "fb"]).close()
+        pins = Forwarder.planes()[0]["pins"]
+    assert os.path.basename(pins).startswith(PIN_PREFIX) and os.path.isdir(pins)
+    xns.remove(ns.name)                       # the plane goes with its interfaces; the pins stay
+    deadline = time.monotonic() + 5
+    while os.path.isdir(pins) and time.monotonic() < deadline:
+        Forwarder.unload()                    # in any namespace: removes pins of programs gone
+        time.sleep(0.05)
+    assert not os.path.isdir(pins)
+    assert pin_root()
+
+
+def test_the_demo_runs_and_cleans_up():
+    from xdpkit.apps.forward.demo import run_demo
+
+    name = "x" + secrets.token_hex(3)
+    for role in ("src", "dut", "dst", "alt"):
+        _claim(f"{name}-{role}")
+    result = run_demo(lab_name=name, log=None)
+    assert result["ok"], result
+    assert result["route_change"] == {"before": "dst", "after": "alt"}
+    assert result["tcp"]["forwarded"] > 100

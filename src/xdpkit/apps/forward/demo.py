@@ -149,7 +149,8 @@ def run_demo(lab_name: str = "xfwdemo", log=print) -> dict:
         result["route_change"] = {"before": first, "after": second}
 
         with netns.inside(lab.dut):
-            stats = Forwarder.open("in0").stats()
+            with Forwarder.open("in0") as fwd:
+                stats = fwd.stats()
             Forwarder.unload()
         rc2, line2 = _ping(lab, a.dst_ip4, 3)
         log(f"[6/6] plane counters: {stats['forwarded']} forwarded at XDP, {stats['to_stack']} to the stack, "
