@@ -303,6 +303,14 @@ def markdown(r: dict) -> str:
               f"{r['nomem_vs_bare']:.2f} | | |",
               f"| no memory, 1,000 routes vs 10 | {m['nomem_r1000']:.2f} Mpps | {m['nomem_r10']:.2f} Mpps | "
               f"{r['nomem_routes_ratio']:.2f} | | |"]
+    hits = []
+    for key, label in (("forward", "xdpkit forward"), ("routes", "with extra routes")):
+        p = r["plane"].get(key, [])
+        total = sum(x["memory_hits"] + x["lookups"] for x in p)
+        hits.append(f"{label} {100 * sum(x['memory_hits'] for x in p) / total if total else 0:.1f}%")
+    to_stack = sum(x["to_stack"] for v in r["plane"].values() for x in v)
+    lines += ["", f"Frames the next-hop memory answered (the rest were looked up): {', '.join(hits)}. "
+              f"Frames the planes passed to the stack, all cases: {to_stack:,}."]
     return "\n".join(lines) + "\n"
 
 

@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import firewall  # noqa: E402  (bench/firewall.py)
 import firewall_scale  # noqa: E402  (bench/firewall_scale.py)
+import forward  # noqa: E402  (bench/forward.py)
 import lb  # noqa: E402  (bench/lb.py)
 import observe  # noqa: E402  (bench/observe.py)
 EXAMPLES = Path(xdpkit.__file__).parent / "examples"
@@ -212,10 +213,13 @@ def main() -> int:
     res["firewall_scale"] = firewall_scale.run(args.duration)
     log("load balancer")
     res["lb"] = lb.run(args.duration)
+    log("forwarding plane")
+    res["forward"] = forward.run(args.duration)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(res, indent=2) + "\n")
     md = (markdown(res) + "\n" + stats_markdown(res["stats"]) + "\n" + firewall.markdown(res["firewall"]) + "\n"
-          + firewall_scale.markdown(res["firewall_scale"]) + "\n" + lb.markdown(res["lb"]))
+          + firewall_scale.markdown(res["firewall_scale"]) + "\n" + lb.markdown(res["lb"]) + "\n"
+          + forward.markdown(res["forward"]))
     (RESULTS / "latest.md").write_text(md)
     print(md)
     return 0

@@ -479,3 +479,21 @@ def test_the_demo_runs_and_cleans_up():
     assert result["ok"], result
     assert result["route_change"] == {"before": "dst", "after": "alt"}
     assert result["tcp"]["forwarded"] > 100
+
+
+def test_the_exporter_shows_the_plane_once_with_reasons(plane):
+    import subprocess
+    import sys
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ping(plane, "198.18.2.2", count=3)
+    r = subprocess.run(["ip", "netns", "exec", plane.dut, sys.executable, "-m", "xdpkit", "exporter", "--once"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    fams = {f.name: f for f in text_string_to_metric_families(r.stdout)}
+    samples = [s for s in fams["xdpkit_forward_packets"].samples if s.name.endswith("_total")]
+    assert len(samples) == len(EVENTS)                        # one plane, not one per member
+    got = {s.labels["event"]: s.value for s in samples}
+    now = counts(plane)
+    assert got["no_neigh"] >= 1 and 0 < got["forwarded"] + got["looked_up"] <= now["forwarded"] + now["looked_up"]

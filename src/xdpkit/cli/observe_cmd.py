@@ -141,11 +141,13 @@ def cmd_monitor(args) -> int:
 
 def cmd_exporter(args) -> int:
     from xdpkit.apps.firewall import metrics as firewall_metrics
+    from xdpkit.apps.forward import metrics as forward_metrics
     from xdpkit.apps.lb import metrics as lb_metrics
     from xdpkit.observe.exporter import Exporter, register_app_collector
 
     register_app_collector(firewall_metrics.collect)
     register_app_collector(lb_metrics.collect)
+    register_app_collector(forward_metrics.collect)
 
     ex = Exporter(args.listen, max_series=args.max_series, bpf_stats=args.bpf_stats)
     if args.once:
