@@ -60,7 +60,8 @@ def log(msg: str) -> None:
 
 def routes(n: int) -> list[str]:
     """``n`` prefixes inside 198.18.0.0/15 that the traffic (to 198.18.2.2) does not match, the
-    first ones beside its own: host routes in 198.18.2.0/24, then /24s, then /32s in 198.19/16."""
+    first ones beside its own: host routes in 198.18.2.0/24, then /24s in 198.18/16 and 198.19/16,
+    then /32s in 198.19/16."""
     out = [f"198.18.2.{x}/32" for x in range(3, 255)]
     out += [f"198.18.{x}.0/24" for x in range(4, 256)]
     out += [f"198.19.{x}.0/24" for x in range(256)]

@@ -497,3 +497,33 @@ def test_the_exporter_shows_the_plane_once_with_reasons(plane):
     got = {s.labels["event"]: s.value for s in samples}
     now = counts(plane)
     assert got["no_neigh"] >= 1 and 0 < got["forwarded"] + got["looked_up"] <= now["forwarded"] + now["looked_up"]
+
+
+def test_flows_that_differ_in_one_byte_each_keep_their_next_hop(plane):
+    """256 flows differing only in the source port's low byte, twice, on one CPU: the second
+    pass is remembered for nearly all (4,096 direct-mapped slots: ~8 pairs collide by chance; a
+    hash whose low bits ignore a byte sent them all to 8 slots, where they evicted each other)."""
+    import os
+
+    from xdpkit.kernel import Verdict
+    from xdpkit.program import Program
+
+    ping(plane, "198.18.2.2", count=1)
+    frames = [udp_from_src(plane, "198.18.2.2", sport=0x4000 + i) for i in range(256)]
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        with xns.inside(plane.dut):
+            from xdpkit.interfaces import ifindex_of
+
+            in0 = ifindex_of("in0")
+            prog = Program.from_id(Forwarder.planes()[0]["program"])
+            with prog:
+                first = counts(plane)
+                for _ in range(2):
+                    for f in frames:
+                        assert prog.run(f, ingress_ifindex=in0).verdict == Verdict.XDP_REDIRECT
+    finally:
+        os.sched_setaffinity(0, cpus)
+    d = delta(first, counts(plane))
+    assert d.get("forwarded", 0) >= 224 and d["forwarded"] + d.get("looked_up", 0) == 512

@@ -127,15 +127,22 @@ static __always_inline int to_stack(struct xdp_md *ctx, enum fwd_event ev, __u32
 	return XDP_PASS;
 }
 
+/* Every input bit reaches the low bits, which pick the slot and the CPU: flows that differ in
+ * one port byte or the last address byte must not share slots. */
 static __always_inline __u32 flow_hash(const struct fwd_flow *f)
 {
-	__u32 h = f->ifindex ^ ((__u32)f->sport << 16 | f->dport) ^ ((__u32)f->proto << 24);
+	__u32 h = f->ifindex ^ ((__u32)f->sport << 16 | f->dport) * 0x9e3779b1u ^ f->proto;
 
 #pragma unroll
-	for (int i = 0; i < 4; i++)
-		h ^= f->src[i] * 0x85ebca6bu ^ f->dst[i];
-	h *= 0x9e3779b1u;
-	return h ^ (h >> 15);
+	for (int i = 0; i < 4; i++) {
+		h = (h ^ f->src[i]) * 0x85ebca6bu;
+		h = (h ^ (h >> 16) ^ f->dst[i]) * 0xc2b2ae35u;
+	}
+	h ^= h >> 16; /* MurmurHash3's finaliser */
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	return h ^ (h >> 16);
 }
 
 static __always_inline int same_flow(const struct fwd_flow *a, const struct fwd_flow *b)
