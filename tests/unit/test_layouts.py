@@ -59,7 +59,7 @@ FIREWALL_LAYOUTS = [
 ]
 
 FORWARD_LAYOUTS = [
-    ("forward control._KGENS", fwdc._KGENS, "fwd_kernel_gens", ["rt_genid", "fib6_sernum", "netns", "pad"]),
+    ("forward control._KGENS", fwdc._KGENS, "fwd_kernel_gens", ["rt_genid", "fib6_sernum", "netns", "pad", "neigh"]),
     ("forward control._MEMBER", fwdc._MEMBER, "fwd_member", ["mac", "pad"]),
     ("forward control._U32", fwdc._U32, "__u32", None),
 ]
@@ -453,7 +453,6 @@ def forward_problems(fwd: Btf, header: Path) -> list[str]:
         ("control.STATE_SIZE vs fwd_state value size", fwdc.STATE_SIZE,
          fwd.spec.maps["fwd_state"].value_size if "fwd_state" in fwd.spec.maps else None),
         ("control.STATE_SIZE vs FWD_STATE_SIZE", fwdc.STATE_SIZE, consts.get("FWD_STATE_SIZE")),
-        ("control.MAX_MEMBERS vs fwd_ports max_entries", fwdc.MAX_MEMBERS, fwd.max_entries("fwd_ports")),
         ("control.MAX_MEMBERS vs fwd_members max_entries", fwdc.MAX_MEMBERS, fwd.max_entries("fwd_members")),
         ("control.MAX_CPUS vs fwd_cpu_list max_entries", fwdc.MAX_CPUS, fwd.max_entries("fwd_cpu_list")),
         ("control.EVENTS vs fwd_events max_entries", len(fwdc.EVENTS), fwd.max_entries("fwd_events")),

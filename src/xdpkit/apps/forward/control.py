@@ -54,7 +54,7 @@ DEFAULT_CPU_QUEUE = 2048
 MAX_CPU_QUEUE = 16384                      # the kernel's own limit for a CPUMAP queue
 PIN_PREFIX = "forward-"                    # + program id: the folder of a plane's hook links
 STATE_SIZE = 4096                          # fwd_state value: the plane's settings as JSON
-_KGENS = struct.Struct("<QQII")            # struct fwd_kernel_gens
+_KGENS = struct.Struct("<QQIIQ")            # struct fwd_kernel_gens
 _MEMBER = struct.Struct("<6s2x")           # struct fwd_member
 _U32 = struct.Struct("<I")
 
@@ -195,6 +195,7 @@ class Forwarder(AppHandle):
             spec.rodata["locate_tid"] = threading.get_native_id()
             spec.maps["fwd_cache"].max_entries = max(settings.cache_slots, 1)
             spec.maps["fwd_cpus"].max_entries = max(settings.cpus, default=0) + 1
+            spec.maps["fwd_ports"].max_entries = max(i for _, i in members) + 1
             obj = spec.load()
         finally:
             spec.close()
@@ -246,7 +247,7 @@ class Forwarder(AppHandle):
         finally:
             link.close()
         raw = self._map("fwd_where").lookup_raw(_U32.pack(0)) or bytes(_KGENS.size)
-        rt4, rt6, inum, _ = _KGENS.unpack(raw)
+        rt4, rt6, inum, _, _ = _KGENS.unpack(raw)
         if not rt4 or inum != os.stat("/proc/thread-self/ns/net").st_ino:
             raise XdpkitError("could not find this namespace's routing generations",
                               hint="run without next-hop memory: --cache-slots 0")

@@ -11,8 +11,9 @@
  * the answer for a flow (the lookup's exact inputs) in fwd_cache, tagged with the generations it
  * was found under: the kernel's own routing generation of the plane's namespace (rt_genid for
  * IPv4, which every routing change bumps; fib6_sernum for IPv6, which every route added or
- * removed bumps; read with bpf_probe_read_kernel where fwd_locate found them) and fwd_gen, which
- * three neighbour tracepoint programs bump after any neighbour update or removal. The kernel
+ * removed bumps; read with bpf_probe_read_kernel where fwd_locate found them) and a neighbour
+ * generation in the same fwd_where entry, which
+ * the three neighbour tracepoint programs bump after any neighbour update or removal. The kernel
  * bumps its generations inside the change, before the netlink request returns, and a packet
  * reads them before it looks up, so no answer is used after the change that made it stale.
  * (fentry/fexit on the kernel's functions would be the direct way; this kernel refuses them.)
@@ -44,8 +45,8 @@ const volatile __u32 flood = 0;           /* --flood: broadcast/multicast out of
 enum fwd_event fwd_event_type;            /* keeps the enum in BTF for the Python mirror */
 
 struct {
-	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
-	__uint(max_entries, 64);
+	__uint(type, BPF_MAP_TYPE_DEVMAP);   /* an array: the cheapest lookup a redirect can have */
+	__uint(max_entries, 64);            /* load sets it: the highest member ifindex + 1 */
 	__type(key, __u32);
 	__type(value, __u32);
 } fwd_ports SEC(".maps");
@@ -89,13 +90,6 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
-} fwd_gen SEC(".maps");     /* neighbour changes */
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
 	__type(value, struct fwd_kernel_gens);
 } fwd_where SEC(".maps");
 
@@ -129,12 +123,12 @@ static __always_inline int to_stack(struct xdp_md *ctx, enum fwd_event ev, __u32
 
 /* Every input bit reaches the low bits, which pick the slot and the CPU: flows that differ in
  * one port byte or the last address byte must not share slots. */
-static __always_inline __u32 flow_hash(const struct fwd_flow *f)
+static __always_inline __u32 flow_hash(const struct fwd_flow *f, const int words)
 {
 	__u32 h = f->ifindex ^ ((__u32)f->sport << 16 | f->dport) * 0x9e3779b1u ^ f->proto;
 
 #pragma unroll
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < words; i++) {
 		h = (h ^ f->src[i]) * 0x85ebca6bu;
 		h = (h ^ (h >> 16) ^ f->dst[i]) * 0xc2b2ae35u;
 	}
@@ -196,18 +190,16 @@ static __always_inline int refused(struct xdp_md *ctx, int rc, __u32 hash)
 static __always_inline int current_gen(int family, __u64 *gen)
 {
 	struct fwd_kernel_gens *w;
-	__u64 *neigh;
 	__u32 key = 0, route = 0;
 	const void *addr;
 
 	w = bpf_map_lookup_elem(&fwd_where, &key);
-	neigh = bpf_map_lookup_elem(&fwd_gen, &key);
-	if (!w || !neigh)
+	if (!w)
 		return -1;
 	addr = (const void *)(family == AF_INET ? w->rt_genid : w->fib6_sernum);
 	if (!addr || bpf_probe_read_kernel(&route, sizeof(route), addr))
 		return -1;
-	*gen = *(volatile __u64 *)neigh << 32 | route;
+	*gen = *(volatile __u64 *)&w->neigh << 32 | route;
 	return 0;
 }
 
@@ -334,7 +326,7 @@ static __always_inline int forward4(struct xdp_md *ctx, struct xdpkit_cursor *c,
 	f.dst[0] = ip->daddr;
 	if (!frag && ports(c, &f, proto) < 0)
 		return to_stack(ctx, FWD_EV_MALFORMED, 0);
-	hash = flow_hash(&f);
+	hash = flow_hash(&f, 1);
 	if (ip->ihl != 5)
 		return to_stack(ctx, FWD_EV_IP_OPTIONS, hash);
 	if (ip->ttl <= 1)
@@ -374,7 +366,7 @@ static __always_inline int forward6(struct xdp_md *ctx, struct xdpkit_cursor *c,
 	__builtin_memcpy(f.dst, &ip6->daddr, 16);
 	if (!frag && ports(c, &f, proto) < 0)
 		return to_stack(ctx, FWD_EV_MALFORMED, 0);
-	hash = flow_hash(&f);
+	hash = flow_hash(&f, 4);
 	if (ip6->hop_limit <= 1)
 		return to_stack(ctx, FWD_EV_TTL, hash);
 	nh = next_hop(ctx, eth, &f, sizeof(*ip6) + bpf_ntohs(ip6->payload_len), hash, &verdict, &looked_up);
@@ -457,10 +449,10 @@ int xdpkit_fwd_locate(void *ctx)
 static __always_inline int bump(void)
 {
 	__u32 key = 0;
-	__u64 *g = bpf_map_lookup_elem(&fwd_gen, &key);
+	struct fwd_kernel_gens *w = bpf_map_lookup_elem(&fwd_where, &key);
 
-	if (g)
-		__sync_fetch_and_add(g, 1);
+	if (w)
+		__sync_fetch_and_add(&w->neigh, 1);
 	return 0;
 }
 

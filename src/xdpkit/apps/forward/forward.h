@@ -55,12 +55,14 @@ struct fwd_nexthop {
 	__u8 dmac[6];
 };
 
-/* Where the plane's network namespace keeps the kernel's routing generations (fwd_where). */
+/* The generations a remembered answer depends on (fwd_where): where the plane's network
+ * namespace keeps the kernel's routing generations, and the neighbour generation. */
 struct fwd_kernel_gens {
 	__u64 rt_genid;         /* &net->ipv4.rt_genid */
 	__u64 fib6_sernum;      /* &net->ipv6.fib6_sernum */
 	__u32 netns;            /* the namespace's inode number, for the loader to check */
 	__u32 pad;
+	__u64 neigh;            /* bumped by the neighbour tracepoint programs */
 };
 
 /* A member interface (fwd_members, key: ifindex). */
