@@ -59,7 +59,7 @@ FIREWALL_LAYOUTS = [
 ]
 
 FORWARD_LAYOUTS = [
-    ("forward control._KGENS", fwdc._KGENS, "fwd_kernel_gens", ["rt_genid", "fib6_sernum", "netns", "pad", "neigh"]),
+    ("forward control._KGENS", fwdc._KGENS, "fwd_kernel_gens", ["net", "neigh", "netns", "pad"]),
     ("forward control._MEMBER", fwdc._MEMBER, "fwd_member", ["mac", "pad"]),
     ("forward control._U32", fwdc._U32, "__u32", None),
 ]

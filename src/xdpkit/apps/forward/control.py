@@ -54,7 +54,7 @@ DEFAULT_CPU_QUEUE = 2048
 MAX_CPU_QUEUE = 16384                      # the kernel's own limit for a CPUMAP queue
 PIN_PREFIX = "forward-"                    # + program id: the folder of a plane's hook links
 STATE_SIZE = 4096                          # fwd_state value: the plane's settings as JSON
-_KGENS = struct.Struct("<QQIIQ")            # struct fwd_kernel_gens
+_KGENS = struct.Struct("<QQII")            # struct fwd_kernel_gens
 _MEMBER = struct.Struct("<6s2x")           # struct fwd_member
 _U32 = struct.Struct("<I")
 
@@ -247,8 +247,8 @@ class Forwarder(AppHandle):
         finally:
             link.close()
         raw = self._map("fwd_where").lookup_raw(_U32.pack(0)) or bytes(_KGENS.size)
-        rt4, rt6, inum, _, _ = _KGENS.unpack(raw)
-        if not rt4 or inum != os.stat("/proc/thread-self/ns/net").st_ino:
+        net, _, inum, _ = _KGENS.unpack(raw)
+        if not net or inum != os.stat("/proc/thread-self/ns/net").st_ino:
             raise XdpkitError("could not find this namespace's routing generations",
                               hint="run without next-hop memory: --cache-slots 0")
 

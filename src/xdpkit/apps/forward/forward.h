@@ -55,14 +55,13 @@ struct fwd_nexthop {
 	__u8 dmac[6];
 };
 
-/* The generations a remembered answer depends on (fwd_where): where the plane's network
- * namespace keeps the kernel's routing generations, and the neighbour generation. */
+/* The generations a remembered answer depends on (fwd_where): the plane's network namespace,
+ * which keeps the kernel's routing generations, and the neighbour generation. */
 struct fwd_kernel_gens {
-	__u64 rt_genid;         /* &net->ipv4.rt_genid */
-	__u64 fib6_sernum;      /* &net->ipv6.fib6_sernum */
+	__u64 net;              /* the namespace's struct net (its ipv4.rt_genid, ipv6.fib6_sernum) */
+	__u64 neigh;            /* bumped by the neighbour tracepoint programs */
 	__u32 netns;            /* the namespace's inode number, for the loader to check */
 	__u32 pad;
-	__u64 neigh;            /* bumped by the neighbour tracepoint programs */
 };
 
 /* A member interface (fwd_members, key: ifindex). */
