@@ -527,3 +527,38 @@ def test_flows_that_differ_in_one_byte_each_keep_their_next_hop(plane):
         os.sched_setaffinity(0, cpus)
     d = delta(first, counts(plane))
     assert d.get("forwarded", 0) >= 224 and d["forwarded"] + d.get("looked_up", 0) == 512
+
+
+def test_two_flows_in_one_set_both_stay_remembered(plane):
+    """With 2 slots (one set of two ways) two flows alternating both hit after their first
+    packets; a third flow pushes one out."""
+    import os
+
+    from xdpkit.program import Program
+
+    with xns.inside(plane.dut):
+        Forwarder.unload()
+        Forwarder.load(["in0", "out0", "out1"], cache_slots=2).close()
+    ping(plane, "198.18.2.2", count=1)
+    flows = [udp_from_src(plane, "198.18.2.2", sport=4500 + i) for i in range(3)]
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        with xns.inside(plane.dut), Program.from_id(Forwarder.planes()[0]["program"]) as prog:
+            from xdpkit.interfaces import ifindex_of
+
+            in0 = ifindex_of("in0")
+            before = counts(plane)
+            for _ in range(5):
+                for f in flows[:2]:
+                    prog.run(f, ingress_ifindex=in0)
+            two = delta(before, counts(plane))
+            before = counts(plane)
+            for _ in range(3):
+                for f in flows:
+                    prog.run(f, ingress_ifindex=in0)
+            three = delta(before, counts(plane))
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert two == {"looked_up": 2, "forwarded": 8}
+    assert three.get("looked_up", 0) >= 3          # three flows, two ways: they take turns

@@ -161,9 +161,9 @@ def check_settings(s: Settings) -> None:
     if s.fib not in FIB_FLAGS:
         raise ConfigError(f"unknown FIB mode {s.fib!r}; use full (policy rules) or direct (main table)",
                           field="fib")
-    if s.cache_slots and (s.cache_slots & (s.cache_slots - 1) or s.cache_slots > MAX_CACHE_SLOTS):
+    if s.cache_slots and (s.cache_slots & (s.cache_slots - 1) or not 2 <= s.cache_slots <= MAX_CACHE_SLOTS):
         raise ConfigError(f"next-hop memory of {s.cache_slots} slots: use 0 (off) or a power of two "
-                          f"up to {MAX_CACHE_SLOTS}", field="cache_slots")
+                          f"from 2 to {MAX_CACHE_SLOTS} (two ways a set)", field="cache_slots")
     if s.flood and len(s.members) < 2:
         raise ConfigError("--flood needs at least two interfaces", field="flood")
 
