@@ -193,7 +193,8 @@ class Forwarder(AppHandle):
             spec.rodata["ncpus"] = len(settings.cpus)
             spec.rodata["flood"] = int(settings.flood)
             spec.rodata["locate_tid"] = threading.get_native_id()
-            spec.maps["fwd_cache"].max_entries = max(settings.cache_slots, 1)
+            for name in ("fwd_cache4", "fwd_cache6"):
+                spec.maps[name].max_entries = max(settings.cache_slots, 2)
             spec.maps["fwd_cpus"].max_entries = max(settings.cpus, default=0) + 1
             spec.maps["fwd_ports"].max_entries = max(i for _, i in members) + 1
             obj = spec.load()

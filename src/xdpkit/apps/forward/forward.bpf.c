@@ -8,7 +8,7 @@
  * when --cpus is given; blackhole, unreachable and prohibit routes drop. Every case is counted.
  *
  * Next-hop memory. A FIB lookup costs about a third of a bare redirect, so each CPU remembers
- * the answer for a flow (the lookup's exact inputs) in fwd_cache, tagged with the generations it
+ * the answer for a flow (the lookup's exact inputs) in fwd_cache4/fwd_cache6, tagged with the generations it
  * was found under: the kernel's own routing generation of the plane's namespace (rt_genid for
  * IPv4, which every routing change bumps; fib6_sernum for IPv6, which every route added or
  * removed bumps; read through the struct net pointer that fwd_locate found) and a neighbour
@@ -84,8 +84,15 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 4096);            /* load sets it: --cache-slots */
 	__type(key, __u32);
-	__type(value, struct fwd_nexthop);
-} fwd_cache SEC(".maps");
+	__type(value, struct fwd_nexthop4);
+} fwd_cache4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 4096);            /* load sets it: --cache-slots */
+	__type(key, __u32);
+	__type(value, struct fwd_nexthop6);
+} fwd_cache6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -222,62 +229,101 @@ static __always_inline int current_gen(int family, __u64 *gen)
 
 /* The next hop for ``f``: remembered, or found by the kernel and remembered. NULL with *verdict
  * set when the frame does not leave through the plane. */
-static __always_inline int remembered(const struct fwd_nexthop *nh, const struct fwd_flow *f,
-				      const struct ethhdr *eth, __u64 gen)
+/* The memory of one family: IPv4 and IPv6 answers differ in size (v4 is 1 when constant). */
+static __always_inline void *way(__u32 slot, const int v4)
 {
-	return nh->gen == gen && same_flow(&nh->flow, f) && mac_equal(eth->h_dest, nh->in_mac);
+	return v4 ? bpf_map_lookup_elem(&fwd_cache4, &slot) : bpf_map_lookup_elem(&fwd_cache6, &slot);
+}
+
+static __always_inline struct fwd_hop *hop_of(void *e, const int v4)
+{
+	return v4 ? &((struct fwd_nexthop4 *)e)->hop : &((struct fwd_nexthop6 *)e)->hop;
+}
+
+static __always_inline int remembered(void *e, const struct fwd_flow *f, const struct ethhdr *eth,
+				      __u64 gen, const int v4)
+{
+	if (*(__u64 *)e != gen)
+		return 0;
+	if (v4) {
+		const __u64 *x = (const __u64 *)&((struct fwd_nexthop4 *)e)->flow, *y = (const __u64 *)f;
+		const struct fwd_flow4 *r = &((struct fwd_nexthop4 *)e)->flow;
+
+		if (x[0] != y[0] || x[1] != y[1] || r->src != f->src[0] || r->dst != f->dst[0])
+			return 0;
+	} else if (!same_flow(&((struct fwd_nexthop6 *)e)->flow, f)) {
+		return 0;
+	}
+	return mac_equal(eth->h_dest, hop_of(e, v4)->in_mac);
+}
+
+static __always_inline void remember(void *e, const struct fwd_flow *f, __u64 gen, const int v4)
+{
+	*(__u64 *)e = gen;
+	if (v4) {
+		struct fwd_flow4 *r = &((struct fwd_nexthop4 *)e)->flow;
+
+		__builtin_memcpy(r, f, 16);
+		r->src = f->src[0];
+		r->dst = f->dst[0];
+	} else {
+		((struct fwd_nexthop6 *)e)->flow = *f;
+	}
 }
 
 /* A remembered next hop, checked against the packet's size; NULL with *verdict set when the
  * packet is too big for it. */
-static __always_inline struct fwd_nexthop *fits(struct xdp_md *ctx, struct fwd_nexthop *nh, __u16 tot_len,
-						__u32 hash, int *verdict)
+static __always_inline struct fwd_hop *fits(struct xdp_md *ctx, struct fwd_hop *hop, __u16 tot_len,
+					    __u32 hash, int *verdict)
 {
 	__u32 mtu = 0;
 
 	/* The device MTU too: IPv6 changes it without a new routing generation. No MTU is below
 	 * 1280 where IPv6 runs, so small packets skip the check. */
-	if (tot_len > nh->mtu || (tot_len > 1280 && bpf_check_mtu(ctx, nh->oif, &mtu, 0, 0))) {
+	if (tot_len > hop->mtu || (tot_len > 1280 && bpf_check_mtu(ctx, hop->oif, &mtu, 0, 0))) {
 		*verdict = to_stack(ctx, FWD_EV_TOO_BIG, hash);
 		return NULL;
 	}
-	return nh;
+	return hop;
 }
 
 /* The next hop for ``f``: remembered, or found by the kernel and remembered. NULL with *verdict
  * set when the frame does not leave through the plane. The memory is 2-way set associative: two
  * flows whose hashes meet keep both their answers (direct-mapped, 1 of 16 flows kept missing in
  * the bench), and a new answer goes to the way that is stale, else pushes the other way out. */
-static __always_inline struct fwd_nexthop *next_hop(struct xdp_md *ctx, struct ethhdr *eth,
-						    const struct fwd_flow *f, __u16 tot_len,
-						    __u32 hash, int *verdict, int *looked_up)
+static __always_inline struct fwd_hop *next_hop(struct xdp_md *ctx, struct ethhdr *eth,
+						const struct fwd_flow *f, __u16 tot_len, __u32 hash,
+						int *verdict, int *looked_up, const int v4)
 {
 	struct bpf_fib_lookup p = {};
-	struct fwd_nexthop *nh, *other;
 	struct fwd_member *in;
+	struct fwd_hop *hop;
+	void *e, *other;
 	__u32 key, slot = hash & cache_mask & ~1u;
 	__u64 gen = 0;
 	int rc, fresh = 0;
 
-	nh = bpf_map_lookup_elem(&fwd_cache, &slot);
-	if (!nh) {
+	e = way(slot, v4);
+	if (!e) {
 		*verdict = to_stack(ctx, FWD_EV_UNSUPPORTED, hash);
 		return NULL;
 	}
 	if (cache_mask && current_gen(f->family, &gen) == 0) {
 		fresh = 1;
-		if (remembered(nh, f, eth, gen))
-			return fits(ctx, nh, tot_len, hash, verdict);
-		slot |= 1;
-		other = bpf_map_lookup_elem(&fwd_cache, &slot);
+		if (remembered(e, f, eth, gen, v4))
+			return fits(ctx, hop_of(e, v4), tot_len, hash, verdict);
+		other = way(slot | 1, v4);
 		if (other) {
-			if (remembered(other, f, eth, gen))
-				return fits(ctx, other, tot_len, hash, verdict);
-			if (nh->gen == gen) {       /* way 0 is in use: the new answer goes there */
-				if (other->gen == gen)
-					*other = *nh;      /* and way 1's stale one makes room */
-				else
-					nh = other;
+			if (remembered(other, f, eth, gen, v4))
+				return fits(ctx, hop_of(other, v4), tot_len, hash, verdict);
+			if (*(__u64 *)e == gen) {   /* way 0 is in use: the new answer goes there */
+				if (*(__u64 *)other != gen) {
+					e = other;
+				} else if (v4) {            /* and way 1's stale one makes room */
+					*(struct fwd_nexthop4 *)other = *(struct fwd_nexthop4 *)e;
+				} else {
+					*(struct fwd_nexthop6 *)other = *(struct fwd_nexthop6 *)e;
+				}
 			}
 		}
 	}
@@ -298,7 +344,7 @@ static __always_inline struct fwd_nexthop *next_hop(struct xdp_md *ctx, struct e
 	p.dport = f->dport;
 	p.tot_len = tot_len;
 	p.ifindex = f->ifindex;
-	if (f->family == AF_INET) {
+	if (v4) {
 		p.ipv4_src = f->src[0];
 		p.ipv4_dst = f->dst[0];
 	} else {
@@ -317,19 +363,19 @@ static __always_inline struct fwd_nexthop *next_hop(struct xdp_md *ctx, struct e
 		return NULL;
 	}
 	/* Without a generation (memory off) the slot still carries this packet's answer, but it
-	 * never matches a later one: its gen stays whatever it was and the flow is rewritten. */
-	nh->gen = fresh ? gen : ~0ULL;
-	nh->flow = *f;
-	nh->oif = p.ifindex;
-	nh->mtu = p.mtu_result;
-	mac_copy(nh->in_mac, in->mac);
-	__builtin_memcpy(nh->smac, p.smac, 6); /* the stack is checked for alignment: bytes */
-	__builtin_memcpy(nh->dmac, p.dmac, 6);
+	 * never matches a later one. */
+	remember(e, f, fresh ? gen : ~0ULL, v4);
+	hop = hop_of(e, v4);
+	hop->oif = p.ifindex;
+	hop->mtu = p.mtu_result;
+	mac_copy(hop->in_mac, in->mac);
+	__builtin_memcpy(hop->smac, p.smac, 6); /* the stack is checked for alignment: bytes */
+	__builtin_memcpy(hop->dmac, p.dmac, 6);
 	*looked_up = 1;
-	return nh;
+	return hop;
 }
 
-static __always_inline int send(struct xdp_md *ctx, struct ethhdr *eth, struct fwd_nexthop *nh,
+static __always_inline int send(struct xdp_md *ctx, struct ethhdr *eth, struct fwd_hop *nh,
 				int looked_up)
 {
 	mac_copy(eth->h_dest, nh->dmac);
@@ -354,7 +400,7 @@ static __always_inline int ports(struct xdpkit_cursor *c, struct fwd_flow *f, in
 static __always_inline int forward4(struct xdp_md *ctx, struct xdpkit_cursor *c, struct ethhdr *eth)
 {
 	struct fwd_flow f = {};
-	struct fwd_nexthop *nh;
+	struct fwd_hop *nh;
 	struct iphdr *ip;
 	__u16 frag = 0;
 	int proto, verdict = XDP_PASS, looked_up = 0;
@@ -376,7 +422,7 @@ static __always_inline int forward4(struct xdp_md *ctx, struct xdpkit_cursor *c,
 		return to_stack(ctx, FWD_EV_IP_OPTIONS, hash);
 	if (ip->ttl <= 1)
 		return to_stack(ctx, FWD_EV_TTL, hash);
-	nh = next_hop(ctx, eth, &f, bpf_ntohs(ip->tot_len), hash, &verdict, &looked_up);
+	nh = next_hop(ctx, eth, &f, bpf_ntohs(ip->tot_len), hash, &verdict, &looked_up, 1);
 	if (!nh)
 		return verdict;
 	/* The TTL is the high byte of its 16-bit word: the checksum rises by 0x0100, end-around carry. */
@@ -390,7 +436,7 @@ static __always_inline int forward4(struct xdp_md *ctx, struct xdpkit_cursor *c,
 static __always_inline int forward6(struct xdp_md *ctx, struct xdpkit_cursor *c, struct ethhdr *eth)
 {
 	struct fwd_flow f = {};
-	struct fwd_nexthop *nh;
+	struct fwd_hop *nh;
 	struct ipv6hdr *ip6 = c->pos;
 	int proto, verdict = XDP_PASS, looked_up = 0;
 	__u16 frag = 0;
@@ -414,7 +460,7 @@ static __always_inline int forward6(struct xdp_md *ctx, struct xdpkit_cursor *c,
 	hash = flow_hash(&f, 4);
 	if (ip6->hop_limit <= 1)
 		return to_stack(ctx, FWD_EV_TTL, hash);
-	nh = next_hop(ctx, eth, &f, sizeof(*ip6) + bpf_ntohs(ip6->payload_len), hash, &verdict, &looked_up);
+	nh = next_hop(ctx, eth, &f, sizeof(*ip6) + bpf_ntohs(ip6->payload_len), hash, &verdict, &looked_up, 0);
 	if (!nh)
 		return verdict;
 	ip6->hop_limit--;

@@ -44,15 +44,41 @@ struct fwd_flow {
 	__be32 dst[4];
 };
 
-/* A remembered FIB answer, valid while the generations it was found under hold. */
-struct fwd_nexthop {
-	__u64 gen;
-	struct fwd_flow flow;
+/* What a remembered FIB answer says. */
+struct fwd_hop {
 	__u32 oif;
 	__u16 mtu;
 	__u8 in_mac[6];         /* the ingress interface's own MAC, checked on every hit */
 	__u8 smac[6];
 	__u8 dmac[6];
+};
+
+/* An IPv4 flow as remembered: fwd_flow's first 16 bytes, then the two addresses. */
+struct fwd_flow4 {
+	__u32 ifindex;
+	__u8 family;
+	__u8 proto;
+	__u8 tos;
+	__u8 pad;
+	__be16 sport;
+	__be16 dport;
+	__be32 flowinfo;
+	__be32 src;
+	__be32 dst;
+};
+
+/* Remembered answers, valid while the generations they were found under hold. The IPv4 one is
+ * 56 bytes, so most fit one cache line. */
+struct fwd_nexthop4 {
+	__u64 gen;
+	struct fwd_flow4 flow;
+	struct fwd_hop hop;
+};
+
+struct fwd_nexthop6 {
+	__u64 gen;
+	struct fwd_flow flow;
+	struct fwd_hop hop;
 };
 
 /* The generations a remembered answer depends on (fwd_where): the plane's network namespace,
