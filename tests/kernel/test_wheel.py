@@ -1,6 +1,6 @@
 """The wheel runs the built-in programs without clang: built from a clean copy of the sources
 (the build compiles the objects), installed into a fresh virtualenv where every file has its
-install time, and used to load the firewall, the load balancer and the stats program with no
+install time, and used to load the firewall, the load balancer, the forwarding plane and the stats program with no
 clang on PATH."""
 import json
 import os
@@ -70,7 +70,7 @@ def wheel_venv(tmp_path_factory):
 def test_wheel_ships_current_objects(wheel_venv):
     venv, package, env, _ = wheel_venv
     names = {p.name for p in package.rglob("*.bpf.o")}
-    assert {"firewall.bpf.o", "lb.bpf.o", "decap.bpf.o", "stats.bpf.o", "trafficgen.bpf.o"} <= names
+    assert {"firewall.bpf.o", "lb.bpf.o", "decap.bpf.o", "stats.bpf.o", "trafficgen.bpf.o", "forward.bpf.o"} <= names
     check = ("import xdpkit, xdpkit.builtin as b; "
              "print(xdpkit.__file__); print(all(b.prebuilt_current(s) for s in b.SOURCES.values()))")
     proc = _run([str(venv / "bin" / "python"), "-c", check], env=env)
@@ -87,6 +87,7 @@ def test_apps_load_from_the_wheel_without_clang(wheel_venv, make_netns):
     ns.veth("fw0", "fw1")
     ns.veth("lb0", "lb1")
     ns.veth("st0", "st1")
+    ns.veth("fo0", "fo1")
     (tmp / "fw.conf").write_text("policy allow\ndeny udp dport 53\n")
     (tmp / "lb.toml").write_text(LB_TOML)
     xdpkit = str(venv / "bin" / "xdpkit")
@@ -101,13 +102,15 @@ def test_apps_load_from_the_wheel_without_clang(wheel_venv, make_netns):
     try:
         cli("firewall", "load", "fw0", "--config", str(tmp / "fw.conf"), "--mode", "generic")
         cli("lb", "load", "lb0", "--config", str(tmp / "lb.toml"), "--mode", "generic")
+        cli("forward", "load", "fo0", "fo1", "--mode", "generic")
         sample = json.loads(cli("stats", "st0", "--once", "--json", "--interval", "0.2").splitlines()[-1])
         assert sample["source"] == "attached" and sample["program"]["name"] == "xdpkit_stats"
         attached = {a["ifname"]: a for a in json.loads(cli("status", "--json"))}
         assert attached["fw0"]["name"] == "xdpkit_firewall" and attached["lb0"]["name"] == "xdpkit_lb"
+        assert attached["fo0"]["name"] == attached["fo1"]["name"] == "xdpkit_forward"
         assert "st0" not in attached              # stats detached the program it attached
     finally:
-        for app, iface in (("firewall", "fw0"), ("lb", "lb0")):
+        for app, iface in (("firewall", "fw0"), ("lb", "lb0"), ("forward", "fo0")):
             subprocess.run([shutil.which("ip"), "netns", "exec", ns.name, xdpkit, app, "unload", iface],
                            capture_output=True, timeout=60, env=env)
     assert not list((tmp / "cache").rglob("*.o"))   # nothing was compiled
