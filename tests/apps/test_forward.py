@@ -248,21 +248,29 @@ def test_route_and_neighbour_changes_act_on_the_next_packet(plane, far):
         plane.run("dut", ["ip", *fam, "neigh", "del", via_alt, "dev", "out1"])   # permanent: not flushed
 
 
-def test_blackhole_unreachable_prohibit_drop_and_count(plane):
-    kinds = {"blackhole": "198.18.101.0/24", "unreachable": "198.18.102.0/24", "prohibit": "198.18.103.0/24"}
+@pytest.mark.parametrize("family", [4, 6])
+def test_blackhole_unreachable_prohibit_drop_and_count(plane, family):
+    if family == 4:
+        kinds = {"blackhole": "198.18.101.0/24", "unreachable": "198.18.102.0/24", "prohibit": "198.18.103.0/24"}
+        target = {k: p.replace("0/24", "7") for k, p in kinds.items()}
+    else:
+        kinds = {"blackhole": "2001:db8:101::/64", "unreachable": "2001:db8:102::/64",
+                 "prohibit": "2001:db8:103::/64"}
+        target = {k: p.replace("::/64", "::7") for k, p in kinds.items()}
+    fam = ["-4"] if family == 4 else ["-6"]
     for kind, prefix in kinds.items():
-        plane.run("dut", ["ip", "route", "add", kind, prefix], check=True)
+        plane.run("dut", ["ip", *fam, "route", "add", kind, prefix], check=True)
     try:
         before = counts(plane)
         with Capture(plane.dst) as cap:
-            for prefix in kinds.values():
-                plane.send_frames("src", "eth0", [udp_from_src(plane, prefix.replace("0/24", "7"))] * 2)
+            for kind in kinds:
+                plane.send_frames("src", "eth0", [udp_from_src(plane, target[kind])] * 2)
             assert cap.frames(lambda e: e.haslayer(UDP) and e[UDP].sport == 4000, timeout=0.3) == []
         d = delta(before, counts(plane))
         assert {k: d.get(k) for k in kinds} == {k: 2 for k in kinds}
     finally:
         for prefix in kinds.values():
-            plane.run("dut", ["ip", "route", "del", prefix])
+            plane.run("dut", ["ip", *fam, "route", "del", prefix])
 
 
 def test_frames_for_the_router_itself_go_to_the_stack(plane):
@@ -282,6 +290,7 @@ def test_unload_restores_stack_forwarding_and_leaves_nothing(lab):
     import os
     assert not os.path.exists(pins)
     ping(lab, "198.18.2.2", count=2)
+    ping(lab, "2001:db8:2::2", count=2)
 
 
 # ---- CPUMAP and flooding --------------------------------------------------------------------
