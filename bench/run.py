@@ -214,7 +214,7 @@ def main() -> int:
     log("load balancer")
     res["lb"] = lb.run(args.duration)
     log("forwarding plane")
-    res["forward"] = forward.run(args.duration)
+    res["forward"] = forward.run(args.duration, rounds=5)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(res, indent=2) + "\n")
     md = (markdown(res) + "\n" + stats_markdown(res["stats"]) + "\n" + firewall.markdown(res["firewall"]) + "\n"

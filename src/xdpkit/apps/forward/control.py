@@ -116,18 +116,30 @@ def resolve_members(ifaces) -> list[tuple[str, int]]:
     return out
 
 
-def online_cpus() -> set[int]:
-    """CPUs the kernel has online (/sys/devices/system/cpu/online, e.g. "0-3,6")."""
+def possible_cpus() -> int:
+    """How many CPUs the kernel may ever run (/sys/devices/system/cpu/possible, e.g. "0-7")."""
     try:
-        with open("/sys/devices/system/cpu/online") as f:
-            text = f.read().strip()
-    except OSError:
-        return set(range(os.cpu_count() or 1))
+        with open("/sys/devices/system/cpu/possible") as f:
+            return max(_cpu_set(f.read().strip())) + 1
+    except (OSError, ValueError):
+        return os.cpu_count() or 1
+
+
+def _cpu_set(text: str) -> set[int]:
     cpus = set()
     for part in text.split(","):
         lo, _, hi = part.partition("-")
         cpus.update(range(int(lo), int(hi or lo) + 1))
     return cpus
+
+
+def online_cpus() -> set[int]:
+    """CPUs the kernel has online (/sys/devices/system/cpu/online, e.g. "0-3,6")."""
+    try:
+        with open("/sys/devices/system/cpu/online") as f:
+            return _cpu_set(f.read().strip())
+    except OSError:
+        return set(range(os.cpu_count() or 1))
 
 
 def check_cpus(cpus, queue: int) -> list[int]:
@@ -193,8 +205,8 @@ class Forwarder(AppHandle):
             spec.rodata["ncpus"] = len(settings.cpus)
             spec.rodata["flood"] = int(settings.flood)
             spec.rodata["locate_tid"] = threading.get_native_id()
-            for name in ("fwd_cache4", "fwd_cache6"):
-                spec.maps[name].max_entries = max(settings.cache_slots, 2)
+            for name in ("fwd_cache4", "fwd_cache6"):   # a region of slots per possible CPU
+                spec.maps[name].max_entries = max(settings.cache_slots, 2) * possible_cpus()
             spec.maps["fwd_cpus"].max_entries = max(settings.cpus, default=0) + 1
             spec.maps["fwd_ports"].max_entries = max(i for _, i in members) + 1
             obj = spec.load()
