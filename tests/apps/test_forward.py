@@ -571,3 +571,11 @@ def test_two_flows_in_one_set_both_stay_remembered(plane):
         os.sched_setaffinity(0, cpus)
     assert two == {"looked_up": 2, "forwarded": 8}
     assert three.get("looked_up", 0) >= 3          # three flows, two ways: they take turns
+
+
+def test_an_interface_without_ethernet_is_refused(netns):
+    netns.run(["ip", "tuntap", "add", "mode", "tun", "name", "xt0"], check=True)
+    netns.veth("xa", "xb")
+    with pytest.raises(ConfigError, match="xt0 has no Ethernet address"):
+        Forwarder.load(["xa", "xt0"])
+    assert query() == []

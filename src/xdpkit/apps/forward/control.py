@@ -90,15 +90,17 @@ def _namespace_holding(ifname: str) -> str | None:
     return None
 
 
-def resolve_members(ifaces) -> list[tuple[str, int]]:
-    """(name, ifindex) of each interface, in this namespace; an unknown or repeated name, or
-    one that lives in another namespace, is a ConfigError naming it."""
+def resolve_members(ifaces) -> list[tuple[str, int, bytes]]:
+    """(name, ifindex, MAC) of each interface, in this namespace; an unknown or repeated name,
+    one that lives in another namespace or one without an Ethernet address is a ConfigError
+    naming it."""
     ifaces = list(ifaces)
     if not ifaces:
         raise ConfigError("no interfaces: name the interfaces the plane forwards between")
     if len(ifaces) > MAX_MEMBERS:
         raise ConfigError(f"{len(ifaces)} interfaces; a plane has at most {MAX_MEMBERS}")
     out, seen = [], set()
+    macs = {ln.ifindex: ln.mac for ln in nl.link_states()}
     for iface in ifaces:
         try:
             ifindex = nl.ifindex_of(iface)
@@ -112,7 +114,10 @@ def resolve_members(ifaces) -> list[tuple[str, int]]:
         if ifindex in seen:
             raise ConfigError(f"interface {name} is named twice")
         seen.add(ifindex)
-        out.append((name, ifindex))
+        mac = macs.get(ifindex) or ""
+        if len(mac) != 17:
+            raise ConfigError(f"interface {name} has no Ethernet address; the plane routes Ethernet frames")
+        out.append((name, ifindex, bytes.fromhex(mac.replace(":", ""))))
     return out
 
 
@@ -193,10 +198,10 @@ class Forwarder(AppHandle):
              flood: bool = False, cache_slots: int = DEFAULT_CACHE_SLOTS, force: bool = False) -> "Forwarder":
         """Load the program, fill its maps and attach it to every interface in ``ifaces``."""
         members = resolve_members(ifaces)
-        settings = Settings([n for n, _ in members], str(getattr(mode, "value", mode)), fib,
+        settings = Settings([m[0] for m in members], str(getattr(mode, "value", mode)), fib,
                             check_cpus(cpus, cpu_queue), cpu_queue, bool(flood), int(cache_slots))
         check_settings(settings)
-        for name, _ in members:
+        for name, _, _ in members:
             cls._ifname_free(name)
         spec = ObjectSpec.from_file(builtin_object("forward"))
         try:
@@ -208,7 +213,7 @@ class Forwarder(AppHandle):
             for name in ("fwd_cache4", "fwd_cache6"):   # a region of slots per possible CPU
                 spec.maps[name].max_entries = max(settings.cache_slots, 2) * possible_cpus()
             spec.maps["fwd_cpus"].max_entries = max(settings.cpus, default=0) + 1
-            spec.maps["fwd_ports"].max_entries = max(i for _, i in members) + 1
+            spec.maps["fwd_ports"].max_entries = max(m[1] for m in members) + 1
             obj = spec.load()
         finally:
             spec.close()
@@ -223,7 +228,7 @@ class Forwarder(AppHandle):
                 fwd._locate(obj)
                 settings.pins = fwd._pin_hooks(obj)
             fwd._save(settings)
-            for name, _ in members:
+            for name, _, _ in members:
                 prog.attach(name, mode=mode, netlink=True, force=force)
                 attached.append(name)
             return fwd
@@ -237,9 +242,7 @@ class Forwarder(AppHandle):
 
     def _fill(self, members, s: Settings) -> None:
         ports, known = self._map("fwd_ports"), self._map("fwd_members")
-        macs = {ln.ifindex: ln.mac for ln in nl.link_states()}
-        for name, ifindex in members:
-            mac = bytes.fromhex(macs[ifindex].replace(":", ""))
+        for name, ifindex, mac in members:
             ports.update_raw(_U32.pack(ifindex), _U32.pack(ifindex))
             known.update_raw(_U32.pack(ifindex), _MEMBER.pack(mac))
         # A CPUMAP's key is the CPU; the program picks fwd_cpu_list[hash % n].
