@@ -28,6 +28,7 @@ SOURCES = {
     "lb": PACKAGE_DIR / "apps" / "lb" / "lb.bpf.c",
     "lb_decap": PACKAGE_DIR / "apps" / "lb" / "decap.bpf.c",
     "forward": PACKAGE_DIR / "apps" / "forward" / "forward.bpf.c",
+    "afxdp_steer": PACKAGE_DIR / "afxdp" / "steer.bpf.c",
 }
 
 

@@ -1,0 +1,347 @@
+"""AF_XDP sockets from Python: a UMEM, a socket bound to an interface queue, batched rings.
+
+    with XskSocket("eth0", queue=0, steer=Steer(proto="udp", port=9000)) as xsk:
+        batch = xsk.recv(256)            # up to 256 frames, no copy: views into the UMEM
+        for frame in batch:              # memoryview of each frame
+            ...
+        xsk.recycle(batch)               # the frames go back to the fill ring
+        xsk.send([b"...", b"..."])        # copied into free TX frames
+
+The UMEM is split in two pools: RX frames (the fill ring's, recycled straight back) and TX
+frames (a free list, refilled from the completion ring). ``forward(batch)`` sends received frames
+without copying them (their descriptors go to the TX ring; their completions go back to fill).
+
+The steering program (steer.bpf.c) is attached with a bpf_link this object holds, so it leaves
+with the socket, or with the process.
+"""
+from __future__ import annotations
+
+import errno as E
+import os
+import platform
+from dataclasses import dataclass
+
+from xdpkit._sys import xsk as sys_xsk
+from xdpkit.afxdp.rings import ConsumerRing, ProducerRing
+from xdpkit.errors import ConfigError, KernelError, NotSupportedError, XdpkitError
+
+MODES = ("auto", "copy", "zerocopy")
+MIN_FRAME, DEFAULT_FRAME = 2048, 4096
+DEFAULT_FRAMES = 4096
+DEFAULT_RING = 2048
+_DESC_WORDS, _ADDR_WORDS = 2, 1
+PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
+
+
+def _power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def queues_of(ifname: str) -> int:
+    """How many RX queues the interface has (/sys/class/net/IF/queues)."""
+    try:
+        return sum(1 for q in os.listdir(f"/sys/class/net/{ifname}/queues") if q.startswith("rx-"))
+    except OSError:
+        return 1
+
+
+@dataclass(frozen=True)
+class Steer:
+    """What the steering program sends to the socket: everything, or one protocol (and
+    destination port, for TCP and UDP)."""
+
+    proto: str | None = None
+    port: int = 0
+
+    def consts(self) -> dict[str, int]:
+        if self.proto is None:
+            if self.port:
+                raise ConfigError("a steering port needs a protocol (tcp or udp)", field="port")
+            return {"match_proto": 0, "match_port": 0}
+        if self.proto not in PROTOCOLS:
+            raise ConfigError(f"unknown protocol {self.proto!r}; use {', '.join(PROTOCOLS)}", field="proto")
+        if not 0 <= self.port <= 65535 or (self.port and self.proto not in ("tcp", "udp")):
+            raise ConfigError(f"port {self.port}: use 1..65535 with tcp or udp", field="port")
+        return {"match_proto": PROTOCOLS[self.proto], "match_port": self.port}
+
+
+class RxBatch:
+    """Received frames: ``addrs`` and ``lens`` are views of the RX ring (valid until recycled)."""
+
+    def __init__(self, xsk: "XskSocket", first: int, n: int):
+        self._xsk = xsk
+        self.first, self.n = first, n
+        rx = xsk.rx
+        self.addrs = rx.words[2 * first:2 * (first + n):2]
+        self.lens = rx.halves[4 * first + 2:4 * (first + n):4]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def frame(self, i: int) -> memoryview:
+        a = self.addrs[i]
+        return self._xsk.umem[a:a + self.lens[i]]
+
+    def __iter__(self):
+        umem, addrs, lens = self._xsk.umem, self.addrs, self.lens
+        for i in range(self.n):
+            a = addrs[i]
+            yield umem[a:a + lens[i]]
+
+    def release_views(self) -> None:
+        self.addrs.release()
+        self.lens.release()
+
+
+class XskSocket:
+    """An AF_XDP socket with its own UMEM, bound to ``iface`` queue ``queue``."""
+
+    def __init__(self, iface: str, queue: int = 0, *, mode: str = "auto", frames: int = DEFAULT_FRAMES,
+                 frame_size: int = DEFAULT_FRAME, headroom: int = 0, ring_size: int = DEFAULT_RING,
+                 need_wakeup: bool = True, steer: Steer | None = Steer(), xdp_mode: str = "auto"):
+        from xdpkit import interfaces as nl
+
+        if platform.machine() not in ("x86_64", "AMD64"):
+            raise NotSupportedError(f"AF_XDP rings from Python on {platform.machine()}",
+                                    hint="the rings rely on x86-64's store and load ordering")
+        if mode not in MODES:
+            raise ConfigError(f"unknown mode {mode!r}; use {', '.join(MODES)}", field="mode")
+        if not _power_of_two(frame_size) or not MIN_FRAME <= frame_size <= sys_xsk.page_size():
+            raise ConfigError(f"frame size {frame_size} must be a power of two from {MIN_FRAME} to "
+                              f"{sys_xsk.page_size()} (the page size)", field="frame_size")
+        if not _power_of_two(ring_size) or ring_size < 64:
+            raise ConfigError(f"ring size {ring_size} must be a power of two, at least 64", field="ring_size")
+        if frames < 2 * ring_size:
+            raise ConfigError(f"{frames} frames cannot fill a ring of {ring_size} and leave as many to "
+                              f"send; use at least {2 * ring_size}", field="frames")
+        if not 0 <= headroom <= frame_size - 256:
+            raise ConfigError(f"headroom {headroom} leaves too little of a {frame_size}-byte frame",
+                              field="headroom")
+        self.ifindex = nl.ifindex_of(iface)
+        self.ifname = nl.ifname_of(self.ifindex)
+        nq = queues_of(self.ifname)
+        if not 0 <= queue < nq:
+            raise ConfigError(f"{self.ifname} has {nq} receive queue{'s' if nq != 1 else ''} (0..{nq - 1}); "
+                              f"there is no queue {queue}", field="queue")
+        self.queue, self.frame_size, self.ring_size = queue, frame_size, ring_size
+        self.need_wakeup = need_wakeup
+        self._sock = self._buffer = self.umem = None
+        self.rx = self.tx = self.fill = self.comp = None
+        self._steer_obj = self._steer_link = None
+        try:
+            self._open(frames, headroom, mode, xdp_mode, steer)
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- set-up ------------------------------------------------------------------------
+    def _open(self, frames: int, headroom: int, mode: str, xdp_mode: str, steer: Steer | None) -> None:
+        self._buffer = sys_xsk.anonymous(frames * self.frame_size)
+        self.umem = memoryview(self._buffer)
+        self._sock = sys_xsk.open_socket()
+        sys_xsk.register_umem(self._sock, sys_xsk.buffer_address(self._buffer), frames * self.frame_size,
+                              self.frame_size, headroom)
+        n = self.ring_size
+        for ring in sys_xsk.RING_NAMES:
+            sys_xsk.set_ring_size(self._sock, ring, n)
+        off = sys_xsk.mmap_offsets(self._sock)
+        self.rx = ConsumerRing(sys_xsk.map_ring(self._sock, sys_xsk.PGOFF_RX, off["rx"][2] + n * 16),
+                               off["rx"], n, _DESC_WORDS)
+        self.tx = ProducerRing(sys_xsk.map_ring(self._sock, sys_xsk.PGOFF_TX, off["tx"][2] + n * 16),
+                               off["tx"], n, _DESC_WORDS)
+        self.fill = ProducerRing(sys_xsk.map_ring(self._sock, sys_xsk.PGOFF_FILL, off["fill"][2] + n * 8),
+                                 off["fill"], n, _ADDR_WORDS)
+        self.comp = ConsumerRing(sys_xsk.map_ring(self._sock, sys_xsk.PGOFF_COMPLETION,
+                                                  off["completion"][2] + n * 8), off["completion"], n, _ADDR_WORDS)
+        # RX pool: the first ring_size frames, all on the fill ring; TX pool: the rest.
+        self.rx_pool_end = n * self.frame_size
+        first, k = self.fill.reserve(n)
+        for i in range(k):
+            self.fill.words[first + i] = i * self.frame_size
+        self.fill.publish(k)
+        self._tx_free = list(range(self.rx_pool_end, frames * self.frame_size, self.frame_size))
+        self._bind(mode)
+        if steer is not None:
+            self._attach_steering(steer, xdp_mode)
+
+    def _bind(self, mode: str) -> None:
+        wake = sys_xsk.XDP_USE_NEED_WAKEUP if self.need_wakeup else 0
+        tries = {"auto": (sys_xsk.XDP_ZEROCOPY, sys_xsk.XDP_COPY), "copy": (sys_xsk.XDP_COPY,),
+                 "zerocopy": (sys_xsk.XDP_ZEROCOPY,)}[mode]
+        for i, flag in enumerate(tries):
+            try:
+                sys_xsk.bind(self._sock, self.ifindex, self.queue, flag | wake)
+                self.zerocopy = flag == sys_xsk.XDP_ZEROCOPY
+                return
+            except KernelError as exc:
+                if exc.errno in (E.EOPNOTSUPP, E.ENOTSUP, 524) and i + 1 < len(tries):
+                    continue  # no zero-copy in this driver: copy mode
+                raise self._bind_error(exc, flag) from None
+
+    def _bind_error(self, exc: KernelError, flag: int) -> XdpkitError:
+        where = f"{self.ifname} queue {self.queue}"
+        if exc.errno == E.EBUSY:
+            return KernelError("bind(AF_XDP)", E.EBUSY, f"{where} is busy: another AF_XDP socket or UMEM holds it",
+                               hint="close the other socket (see `ss -f xdp` or `xdpkit status`)")
+        if exc.errno in (E.EOPNOTSUPP, E.ENOTSUP, 524) and flag == sys_xsk.XDP_ZEROCOPY:
+            return NotSupportedError(f"zero-copy AF_XDP on {self.ifname} (its driver has no zero-copy support)",
+                                     hint="use --mode copy (or auto, which falls back to copy)")
+        return KernelError("bind(AF_XDP)", exc.errno, f"binding to {where}")
+
+    def _attach_steering(self, steer: Steer, xdp_mode: str) -> None:
+        from xdpkit.builtin import builtin_object
+        from xdpkit.object import ObjectSpec
+
+        spec = ObjectSpec.from_file(builtin_object("afxdp_steer"))
+        try:
+            for name, value in steer.consts().items():
+                spec.rodata[name] = value
+            spec.maps["xsk_sockets"].max_entries = max(queues_of(self.ifname), self.queue + 1)
+            self._steer_obj = spec.load()
+        finally:
+            spec.close()
+        self._steer_obj.maps["xsk_sockets"].update_raw(self.queue.to_bytes(4, "little"),
+                                                       self._sock.fileno().to_bytes(4, "little"))
+        prog = self._steer_obj.programs["xdpkit_xsk_steer"]
+        self._steer_link = prog.attach(self.ifname, mode=xdp_mode)
+
+    # ---- receiving ---------------------------------------------------------------------
+    def recv(self, max_frames: int = 64) -> RxBatch:
+        """Up to ``max_frames`` received frames (no waiting; an empty batch when none)."""
+        first, n = self.rx.peek(max_frames)
+        if n == 0 and self.need_wakeup and self.fill.needs_wakeup():
+            sys_xsk.kick_rx(self._sock)
+        return RxBatch(self, first, n)
+
+    def recycle(self, batch: RxBatch) -> None:
+        """Give a batch's frames back to the kernel (fill ring) and free its RX entries."""
+        if batch.n:
+            self.fill.put_words(batch.addrs)
+            self.rx.release(batch.n)
+        batch.release_views()
+
+    # ---- sending -----------------------------------------------------------------------
+    def complete(self) -> int:
+        """Take back the frames the kernel has sent: RX-pool frames to the fill ring, TX-pool
+        frames to the free list. Returns how many."""
+        total = 0
+        while True:
+            first, n = self.comp.peek(self.ring_size)
+            if n == 0:
+                return total
+            addrs = self.comp.words[first:first + n]
+            limit = self.rx_pool_end
+            if max(addrs) < limit:
+                self.fill.put_words(addrs)
+            else:
+                for a in addrs:
+                    if a < limit:
+                        self.fill.put_words(memoryview(a.to_bytes(8, "little")).cast("Q"))
+                    else:
+                        self._tx_free.append(a - a % self.frame_size)
+            addrs.release()
+            self.comp.release(n)
+            total += n
+
+    def send(self, frames) -> int:
+        """Copy ``frames`` (bytes-like) into free TX frames and send them; returns how many were
+        queued (fewer when the TX ring or the free frames run out: call ``complete()``)."""
+        self.complete()
+        umem, fs, tx = self.umem, self.frame_size, self.tx
+        frames = list(frames)
+        sent = 0
+        while sent < len(frames) and self._tx_free:
+            first, n = tx.reserve(min(len(frames) - sent, len(self._tx_free)))
+            if n == 0:
+                break
+            for i in range(n):
+                data = frames[sent + i]
+                if len(data) > fs:
+                    raise ConfigError(f"a frame of {len(data)} bytes does not fit a {fs}-byte UMEM frame")
+                a = self._tx_free.pop()
+                umem[a:a + len(data)] = data
+                tx.words[2 * (first + i)] = a
+                tx.halves[4 * (first + i) + 2] = len(data)
+                tx.halves[4 * (first + i) + 3] = 0
+            tx.publish(n)
+            sent += n
+        if sent:
+            self._kick_tx()
+        return sent
+
+    def forward(self, batch: RxBatch) -> int:
+        """Send a received batch's frames as they are now (edited in place or not), without
+        copying; they return to the fill ring once sent. Frees the batch's RX entries."""
+        tx = self.tx
+        done = 0
+        while done < batch.n:
+            first, n = tx.reserve(batch.n - done)
+            if n == 0:
+                self._kick_tx()
+                if not self.complete():
+                    break
+                continue
+            tx.words[2 * first:2 * (first + n):2] = batch.addrs[done:done + n]
+            tx.halves[4 * first + 2:4 * (first + n):4] = batch.lens[done:done + n]
+            tx.publish(n)
+            done += n
+        if done < batch.n:  # the TX ring stayed full: the rest go straight back to fill
+            self.fill.put_words(batch.addrs[done:])
+        if batch.n:
+            self.rx.release(batch.n)
+        batch.release_views()
+        if done:
+            self._kick_tx()
+        return done
+
+    def _kick_tx(self) -> None:
+        if not self.need_wakeup or self.tx.needs_wakeup():
+            sys_xsk.kick_tx(self._sock)
+
+    # ---- state -------------------------------------------------------------------------
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def statistics(self) -> dict[str, int]:
+        """The kernel's XDP_STATISTICS (rx_dropped, rx_ring_full, rx_fill_ring_empty_descs, ...)."""
+        return sys_xsk.statistics(self._sock)
+
+    def steering(self) -> dict[str, int]:
+        """The steering program's counts: to the socket, passed (no match), passed (no socket)."""
+        if self._steer_obj is None:
+            return {}
+        m = self._steer_obj.maps["xsk_events"]
+        from xdpkit.maps.percpu import summed_counters
+
+        sums = summed_counters(m)
+        return {name: sums.get(i, (0, 0))[0] for i, name in enumerate(("to_socket", "no_match", "no_socket"))}
+
+    def close(self) -> None:
+        """Detach the steering program, close the socket, unmap the rings and the UMEM
+        (idempotent; views handed out must be released first)."""
+        if self._steer_link is not None:
+            link, self._steer_link = self._steer_link, None
+            link.detach()
+        if self._steer_obj is not None:
+            obj, self._steer_obj = self._steer_obj, None
+            obj.close()
+        for name in ("rx", "tx", "fill", "comp"):
+            ring = getattr(self, name)
+            if ring is not None:
+                setattr(self, name, None)
+                ring.close()
+        if self._sock is not None:
+            sock, self._sock = self._sock, None
+            sock.close()
+        if self.umem is not None:
+            self.umem.release()
+            self.umem = None
+        if self._buffer is not None:
+            buf, self._buffer = self._buffer, None
+            buf.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
