@@ -44,9 +44,12 @@ class Ring:
 
     def close(self) -> None:
         views, self._views = self._views, []
-        for v in reversed(views):
-            v.release()
-        self._mm.close()
+        try:
+            for v in reversed(views):
+                v.release()
+            self._mm.close()
+        except BufferError:
+            pass  # a batch still holds a view of the ring: the mapping goes with it
 
 
 class ProducerRing(Ring):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno as E
 import os
 import platform
+import time
 from dataclasses import dataclass
 
 from xdpkit._sys import xsk as sys_xsk
@@ -29,6 +30,7 @@ MODES = ("auto", "copy", "zerocopy")
 MIN_FRAME, DEFAULT_FRAME = 2048, 4096
 DEFAULT_FRAMES = 4096
 DEFAULT_RING = 2048
+BUSY_WAIT = 1.0   # seconds a bind retries EBUSY: the kernel releases a closed socket's queue asynchronously
 _DESC_WORDS, _ADDR_WORDS = 2, 1
 PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 
@@ -168,14 +170,21 @@ class XskSocket:
         wake = sys_xsk.XDP_USE_NEED_WAKEUP if self.need_wakeup else 0
         tries = {"auto": (sys_xsk.XDP_ZEROCOPY, sys_xsk.XDP_COPY), "copy": (sys_xsk.XDP_COPY,),
                  "zerocopy": (sys_xsk.XDP_ZEROCOPY,)}[mode]
-        for i, flag in enumerate(tries):
+        deadline = time.monotonic() + BUSY_WAIT
+        i = 0
+        while True:
+            flag = tries[i]
             try:
                 sys_xsk.bind(self._sock, self.ifindex, self.queue, flag | wake)
                 self.zerocopy = flag == sys_xsk.XDP_ZEROCOPY
                 return
             except KernelError as exc:
                 if exc.errno in (E.EOPNOTSUPP, E.ENOTSUP, 524) and i + 1 < len(tries):
-                    continue  # no zero-copy in this driver: copy mode
+                    i += 1    # no zero-copy in this driver: copy mode
+                    continue
+                if exc.errno == E.EBUSY and time.monotonic() < deadline:
+                    time.sleep(0.01)   # a socket closed a moment ago: the kernel frees its queue in a work item
+                    continue
                 raise self._bind_error(exc, flag) from None
 
     def _bind_error(self, exc: KernelError, flag: int) -> XdpkitError:
@@ -225,6 +234,8 @@ class XskSocket:
         """Take back the frames the kernel has sent: RX-pool frames to the fill ring, TX-pool
         frames to the free list. Returns how many."""
         total = 0
+        if self.tx.free() < self.ring_size:
+            self._kick_tx()   # copy mode sends at most 32 frames a kick: keep the rest moving
         while True:
             first, n = self.comp.peek(self.ring_size)
             if n == 0:
@@ -317,8 +328,8 @@ class XskSocket:
         return {name: sums.get(i, (0, 0))[0] for i, name in enumerate(("to_socket", "no_match", "no_socket"))}
 
     def close(self) -> None:
-        """Detach the steering program, close the socket, unmap the rings and the UMEM
-        (idempotent; views handed out must be released first)."""
+        """Detach the steering program, unmap the rings, close the socket and release the UMEM
+        (idempotent). A frame view still held keeps the UMEM's memory until it is dropped."""
         if self._steer_link is not None:
             link, self._steer_link = self._steer_link, None
             link.detach()
@@ -333,12 +344,14 @@ class XskSocket:
         if self._sock is not None:
             sock, self._sock = self._sock, None
             sock.close()
-        if self.umem is not None:
-            self.umem.release()
-            self.umem = None
-        if self._buffer is not None:
-            buf, self._buffer = self._buffer, None
-            buf.close()
+        umem, self.umem = self.umem, None
+        buf, self._buffer = self._buffer, None
+        if buf is not None:
+            try:
+                umem.release()
+                buf.close()
+            except BufferError:
+                pass  # a frame view is still held: the mapping goes when the last view does
 
     def __enter__(self):
         return self
