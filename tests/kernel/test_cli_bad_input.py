@@ -77,6 +77,12 @@ CASES = [
     (["forward", "stats"], "no forwarding plane here"),
     (["forward", "stats", "lo"], "no xdpkit forwarding plane on lo"),
     (["forward", "unload", "lo"], "no xdpkit forwarding plane on lo"),
+    (["afxdp", "rxdrop", "nosuch0", "--count", "1"], "no such interface"),
+    (["afxdp", "rxdrop", "lo", "--queue", "7", "--count", "1"], "lo has 1 receive queue"),
+    (["afxdp", "rxdrop", "lo", "--port", "80", "--count", "1"], "a steering port needs a protocol"),
+    (["afxdp", "rxdrop", "lo", "--batch", "0"], "out of range"),
+    (["afxdp", "rxdrop", "lo", "--duration", "-1"], "greater than 0"),
+    (["afxdp", "dump", "lo", "-w", "/nonexistent/x.pcap", "--count", "1"], "cannot write /nonexistent/x.pcap"),
 ]
 
 

@@ -119,6 +119,8 @@ class XskSocket:
         if not 0 <= headroom <= frame_size - 256:
             raise ConfigError(f"headroom {headroom} leaves too little of a {frame_size}-byte frame",
                               field="headroom")
+        if steer is not None:
+            steer.consts()   # checked before anything is made
         self.ifindex = nl.ifindex_of(iface)
         self.ifname = nl.ifname_of(self.ifindex)
         nq = queues_of(self.ifname)

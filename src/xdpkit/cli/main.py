@@ -7,6 +7,7 @@ import sys
 from xdpkit.apps.firewall import cli as firewall_cli
 from xdpkit.apps.lb import cli as lb_cli
 from xdpkit.apps.forward import cli as forward_cli
+from xdpkit.apps.afxdp import cli as afxdp_cli
 from xdpkit.cli import bench_cmd, commands, maps_cmd, observe_cmd, system_cmd, trafficgen_cmd
 from xdpkit.errors import VerifierError, XdpkitError
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     firewall_cli.register(sub)
     lb_cli.register(sub)
     forward_cli.register(sub)
+    afxdp_cli.register(sub)
     observe_cmd.register(sub)
     return p
 
