@@ -70,7 +70,8 @@ def wheel_venv(tmp_path_factory):
 def test_wheel_ships_current_objects(wheel_venv):
     venv, package, env, _ = wheel_venv
     names = {p.name for p in package.rglob("*.bpf.o")}
-    assert {"firewall.bpf.o", "lb.bpf.o", "decap.bpf.o", "stats.bpf.o", "trafficgen.bpf.o", "forward.bpf.o"} <= names
+    assert {"firewall.bpf.o", "lb.bpf.o", "decap.bpf.o", "stats.bpf.o", "trafficgen.bpf.o", "forward.bpf.o",
+            "steer.bpf.o"} <= names
     check = ("import xdpkit, xdpkit.builtin as b; "
              "print(xdpkit.__file__); print(all(b.prebuilt_current(s) for s in b.SOURCES.values()))")
     proc = _run([str(venv / "bin" / "python"), "-c", check], env=env)

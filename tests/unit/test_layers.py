@@ -1,6 +1,6 @@
 """The folders are the layers, and imports only point down:
 
-    errors  <-  _sys  <-  core (xdpkit/*.py, maps/)  <-  ui/  <-  observe/, lab/  <-  testing/  <-  apps/  <-  cli/
+    errors  <-  _sys  <-  core (xdpkit/*.py, maps/, afxdp/)  <-  ui/  <-  observe/, lab/  <-  testing/  <-  apps/  <-  cli/
 
 Only core imports _sys (nothing above touches cffi, pyroute2 or raw fds); observe/ and lab/
 are siblings that do not import each other; nothing imports cli/. Imports inside functions
@@ -91,4 +91,4 @@ def test_the_layer_check_sees_a_violation(tmp_path, monkeypatch):
 
 def test_every_folder_is_a_known_layer():
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
-    assert folders - {"maps", "bpf", "examples"} <= set(RANK), folders
+    assert folders - {"maps", "afxdp", "bpf", "examples"} <= set(RANK), folders   # maps/, afxdp/: core
