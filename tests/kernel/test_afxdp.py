@@ -14,6 +14,8 @@ from xdpkit.errors import ConfigError, KernelError, NotSupportedError
 from xdpkit.lab import send_frames
 from xdpkit.xdp import query
 
+from tests.capture import Capture
+
 pytestmark = pytest.mark.kernel
 
 A_MAC, B_MAC = "02:58:44:00:0a:01", "02:58:44:00:0a:02"
@@ -59,27 +61,6 @@ def receive(xsk: XskSocket, want: int, timeout: float = 3.0) -> list[bytes]:
         if not batch.n:
             time.sleep(0.001)
     return got
-
-
-class Capture:
-    def __init__(self, ifname: str):
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
-        self.sock.bind((ifname, 0))
-
-    def frames(self, match, want: int, timeout: float = 2.0) -> list[bytes]:
-        out, deadline = [], time.monotonic() + timeout
-        while len(out) < want and time.monotonic() < deadline:
-            self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
-            try:
-                data, addr = self.sock.recvfrom(65535)
-            except socket.timeout:
-                break
-            if addr[2] != socket.PACKET_OUTGOING and match(data):
-                out.append(data)
-        return out
-
-    def close(self):
-        self.sock.close()
 
 
 def test_frames_arrive_exactly_and_in_order(pair):
