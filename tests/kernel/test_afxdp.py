@@ -263,3 +263,64 @@ def test_echo_answers_with_addresses_and_ports_swapped(pair):
         fixed.chksum = None
         fixed[UDP].chksum = None
         assert bytes(IP(bytes(fixed))) == bytes(e[IP])   # checksums still right after the swap
+
+
+# ---- two interfaces, one UMEM ---------------------------------------------------------------
+
+@pytest.fixture
+def two_pairs(make_netns):
+    """xa (peer xb in ns `left`) and xc (peer xd in ns `right`), the test in the middle."""
+    mid, left, right = (make_netns(ipv6=False) for _ in range(3))
+    with mid.inside():
+        mid.veth("xa", "xb", peer_ns=left.name)
+        mid.veth("xc", "xd", peer_ns=right.name)
+    with mid.inside():
+        yield mid, left, right
+
+
+def test_fwd_moves_frames_both_ways_through_one_umem(two_pairs):
+    mid, left, right = two_pairs
+    to_right = [udp(i) for i in range(200)]
+    to_left = [bytes(Ether(src=A_MAC, dst=B_MAC) / IP(src=A_IP, dst=B_IP) / UDP(sport=5, dport=6000 + i) / b"back")
+               for i in range(100)]
+    with right.inside():
+        at_right = Capture("xd")
+    with left.inside():
+        at_left = Capture("xb")
+    try:
+        from xdpkit import netns as xns
+        from xdpkit.apps.afxdp.tools import run_tool
+
+        out = {}
+
+        def go():
+            with xns.inside(mid.name):
+                out["result"] = run_tool("fwd", "xa", out_iface="xc", count=300, duration=10)
+
+        t = threading.Thread(target=go)
+        t.start()
+        deadline = time.monotonic() + 5
+        while len(query()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        send_frames(left.name, "xb", to_right)
+        send_frames(right.name, "xd", to_left)
+        t.join(15)
+        got_right = at_right.frames(lambda d: d in to_right, 200)
+        got_left = at_left.frames(lambda d: d in to_left, 100)
+    finally:
+        at_right.close()
+        at_left.close()
+    res = out["result"]
+    assert (res.frames, res.sent, res.lost) == (300, 300, 0)
+    assert got_right == to_right and got_left == to_left
+    assert query() == []
+
+
+def test_a_shared_umem_needs_room_and_another_queue(two_pairs):
+    with XskSocket("xa", steer=None) as a:          # 4096 frames, rings of 2048: no room left
+        with pytest.raises(ConfigError, match="the UMEM has 0 free frames"):
+            XskSocket("xc", share=a, steer=None)
+        with pytest.raises(ConfigError, match="already has that socket"):
+            XskSocket("xa", share=a, steer=None)
+    with XskSocket("xa", steer=None, frames=8192) as a, XskSocket("xc", share=a, steer=None) as c:
+        assert c.umem is a.umem and not c.zerocopy

@@ -95,12 +95,49 @@ class RxBatch:
         self.lens.release()
 
 
+class _Umem:
+    """The packet buffer a socket registers, its frames handed out in contiguous pools, and which
+    socket's fill ring each RX pool belongs to (completions are routed back by address)."""
+
+    def __init__(self, frames: int, frame_size: int):
+        self.frames, self.frame_size = frames, frame_size
+        self.buffer = sys_xsk.anonymous(frames * frame_size)
+        self.view = memoryview(self.buffer)
+        self.next = 0
+        self.rx_pools: list[tuple[int, int, "XskSocket"]] = []
+
+    def take(self, n: int, what: str) -> int:
+        if self.next + n > self.frames:
+            raise ConfigError(f"the UMEM has {self.frames - self.next} free frames; {what} needs {n}: "
+                              f"create the first socket with more frames (each socket takes 2 x its ring size)",
+                              field="frames")
+        start = self.next * self.frame_size
+        self.next += n
+        return start
+
+    def owner_of(self, addr: int):
+        for start, end, xsk in self.rx_pools:
+            if start <= addr < end:
+                return xsk
+        return None
+
+    def close(self) -> None:
+        try:
+            self.view.release()
+            self.buffer.close()
+        except BufferError:
+            pass  # a frame view is still held: the mapping goes when the last view does
+
+
 class XskSocket:
-    """An AF_XDP socket with its own UMEM, bound to ``iface`` queue ``queue``."""
+    """An AF_XDP socket bound to ``iface`` queue ``queue``, with its own UMEM or, with
+    ``share=other``, other's (for another interface or queue: frames move between the two
+    without copies)."""
 
     def __init__(self, iface: str, queue: int = 0, *, mode: str = "auto", frames: int = DEFAULT_FRAMES,
                  frame_size: int = DEFAULT_FRAME, headroom: int = 0, ring_size: int = DEFAULT_RING,
-                 need_wakeup: bool = True, steer: Steer | None = Steer(), xdp_mode: str = "auto"):
+                 need_wakeup: bool = True, steer: Steer | None = Steer(), xdp_mode: str = "auto",
+                 share: "XskSocket | None" = None):
         from xdpkit import interfaces as nl
 
         if platform.machine() not in ("x86_64", "AMD64"):
@@ -127,25 +164,39 @@ class XskSocket:
         if not 0 <= queue < nq:
             raise ConfigError(f"{self.ifname} has {nq} receive queue{'s' if nq != 1 else ''} (0..{nq - 1}); "
                               f"there is no queue {queue}", field="queue")
+        if share is not None:
+            if share._sock is None:
+                raise ConfigError("the socket to share a UMEM with is closed", field="share")
+            if (share.ifindex, share.queue) == (self.ifindex, queue):
+                raise ConfigError(f"{self.ifname} queue {queue} already has that socket; share a UMEM "
+                                  "with a socket on another interface or queue", field="share")
+            frame_size = share.frame_size
         self.queue, self.frame_size, self.ring_size = queue, frame_size, ring_size
-        self.need_wakeup = need_wakeup
-        self._sock = self._buffer = self.umem = None
+        self.need_wakeup = share.need_wakeup if share is not None else need_wakeup
+        self._sock = self._umem = self.umem = None
+        self._owns_umem = share is None
         self.rx = self.tx = self.fill = self.comp = None
         self._steer_obj = self._steer_link = None
         try:
-            self._open(frames, headroom, mode, xdp_mode, steer)
+            self._open(frames, headroom, mode, xdp_mode, steer, share)
         except BaseException:
             self.close()
             raise
 
     # ---- set-up ------------------------------------------------------------------------
-    def _open(self, frames: int, headroom: int, mode: str, xdp_mode: str, steer: Steer | None) -> None:
-        self._buffer = sys_xsk.anonymous(frames * self.frame_size)
-        self.umem = memoryview(self._buffer)
-        self._sock = sys_xsk.open_socket()
-        sys_xsk.register_umem(self._sock, sys_xsk.buffer_address(self._buffer), frames * self.frame_size,
-                              self.frame_size, headroom)
+    def _open(self, frames: int, headroom: int, mode: str, xdp_mode: str, steer: Steer | None,
+              share: "XskSocket | None") -> None:
         n = self.ring_size
+        self._sock = sys_xsk.open_socket()
+        if share is None:
+            self._umem = _Umem(frames, self.frame_size)
+            sys_xsk.register_umem(self._sock, sys_xsk.buffer_address(self._umem.buffer),
+                                  frames * self.frame_size, self.frame_size, headroom)
+        else:
+            self._umem = share._umem
+        self.umem = self._umem.view
+        rx_start = self._umem.take(n, f"{self.ifname} queue {self.queue}'s fill ring")
+        tx_start = self._umem.take(n, f"{self.ifname} queue {self.queue}'s TX frames")
         for ring in sys_xsk.RING_NAMES:
             sys_xsk.set_ring_size(self._sock, ring, n)
         off = sys_xsk.mmap_offsets(self._sock)
@@ -157,14 +208,19 @@ class XskSocket:
                                  off["fill"], n, _ADDR_WORDS)
         self.comp = ConsumerRing(sys_xsk.map_ring(self._sock, sys_xsk.PGOFF_COMPLETION,
                                                   off["completion"][2] + n * 8), off["completion"], n, _ADDR_WORDS)
-        # RX pool: the first ring_size frames, all on the fill ring; TX pool: the rest.
-        self.rx_pool_end = n * self.frame_size
+        # RX pool: ring_size frames, all on the fill ring; TX pool: as many on a free list.
+        fs = self.frame_size
         first, k = self.fill.reserve(n)
         for i in range(k):
-            self.fill.words[first + i] = i * self.frame_size
+            self.fill.words[first + i] = rx_start + i * fs
         self.fill.publish(k)
-        self._tx_free = list(range(self.rx_pool_end, frames * self.frame_size, self.frame_size))
-        self._bind(mode)
+        self._umem.rx_pools.append((rx_start, rx_start + n * fs, self))
+        self._tx_pool = (tx_start, tx_start + n * fs)
+        self._tx_free = list(range(tx_start, tx_start + n * fs, fs))
+        if share is None:
+            self._bind(mode)
+        else:
+            self._bind_shared(share)
         if steer is not None:
             self._attach_steering(steer, xdp_mode)
 
@@ -188,6 +244,14 @@ class XskSocket:
                     time.sleep(0.01)   # a socket closed a moment ago: the kernel frees its queue in a work item
                     continue
                 raise self._bind_error(exc, flag) from None
+
+    def _bind_shared(self, share: "XskSocket") -> None:
+        # A socket sharing a UMEM takes no mode flags: it works the way the UMEM's first socket does.
+        try:
+            sys_xsk.bind(self._sock, self.ifindex, self.queue, sys_xsk.XDP_SHARED_UMEM, share.fileno())
+        except KernelError as exc:
+            raise self._bind_error(exc, 0) from None
+        self.zerocopy = sys_xsk.zerocopy(self._sock)
 
     def _bind_error(self, exc: KernelError, flag: int) -> XdpkitError:
         where = f"{self.ifname} queue {self.queue}"
@@ -233,8 +297,9 @@ class XskSocket:
 
     # ---- sending -----------------------------------------------------------------------
     def complete(self) -> int:
-        """Take back the frames the kernel has sent: RX-pool frames to the fill ring, TX-pool
-        frames to the free list. Returns how many."""
+        """Take back the frames the kernel has sent: RX-pool frames to their socket's fill ring
+        (this one's, or the socket sharing the UMEM that received them), TX-pool frames to the
+        free list. Returns how many."""
         total = 0
         if self.tx.free() < self.ring_size:
             self._kick_tx()   # copy mode sends at most 32 frames a kick: keep the rest moving
@@ -243,18 +308,26 @@ class XskSocket:
             if n == 0:
                 return total
             addrs = self.comp.words[first:first + n]
-            limit = self.rx_pool_end
-            if max(addrs) < limit:
-                self.fill.put_words(addrs)
+            lo, hi = min(addrs), max(addrs)
+            owner = self._umem.owner_of(lo)
+            if owner is not None and owner is self._umem.owner_of(hi):
+                owner.fill.put_words(addrs)       # one pool: one copy (an echo, a forward)
             else:
-                for a in addrs:
-                    if a < limit:
-                        self.fill.put_words(memoryview(a.to_bytes(8, "little")).cast("Q"))
-                    else:
-                        self._tx_free.append(a - a % self.frame_size)
+                self._route_back(addrs)
             addrs.release()
             self.comp.release(n)
             total += n
+
+    def _route_back(self, addrs) -> None:
+        fs = self.frame_size
+        start, end = self._tx_pool
+        for a in addrs:
+            if start <= a < end:
+                self._tx_free.append(a - a % fs)
+            else:
+                owner = self._umem.owner_of(a)
+                if owner is not None:
+                    owner.fill.put_words(memoryview(a.to_bytes(8, "little")).cast("Q"))
 
     def send(self, frames) -> int:
         """Copy ``frames`` (bytes-like) into free TX frames and send them; returns how many were
@@ -282,16 +355,20 @@ class XskSocket:
             self._kick_tx()
         return sent
 
-    def forward(self, batch: RxBatch) -> int:
+    def forward(self, batch: RxBatch, to: "XskSocket | None" = None) -> int:
         """Send a received batch's frames as they are now (edited in place or not), without
-        copying; they return to the fill ring once sent. Frees the batch's RX entries."""
-        tx = self.tx
+        copying, out of this socket or ``to`` (a socket sharing the UMEM); they return to this
+        socket's fill ring once sent. Frees the batch's RX entries."""
+        out = self if to is None else to
+        if out._umem is not self._umem:
+            raise ConfigError("forwarding without a copy needs a socket that shares this one's UMEM")
+        tx = out.tx
         done = 0
         while done < batch.n:
             first, n = tx.reserve(batch.n - done)
             if n == 0:
-                self._kick_tx()
-                if not self.complete():
+                out._kick_tx()
+                if not out.complete():
                     break
                 continue
             tx.words[2 * first:2 * (first + n):2] = batch.addrs[done:done + n]
@@ -304,7 +381,7 @@ class XskSocket:
             self.rx.release(batch.n)
         batch.release_views()
         if done:
-            self._kick_tx()
+            out._kick_tx()
         return done
 
     def _kick_tx(self) -> None:
@@ -346,14 +423,11 @@ class XskSocket:
         if self._sock is not None:
             sock, self._sock = self._sock, None
             sock.close()
-        umem, self.umem = self.umem, None
-        buf, self._buffer = self._buffer, None
-        if buf is not None:
-            try:
-                umem.release()
-                buf.close()
-            except BufferError:
-                pass  # a frame view is still held: the mapping goes when the last view does
+        umem, self._umem, self.umem = self._umem, None, None
+        if umem is not None:
+            umem.rx_pools = [p for p in umem.rx_pools if p[2] is not self]
+            if self._owns_umem:
+                umem.close()
 
     def __enter__(self):
         return self

@@ -16,9 +16,12 @@ def register(sub) -> None:
     asub.required = True
     for tool, helptext in (("rxdrop", "receive and drop, counting (the fast path's ceiling)"),
                            ("echo", "send every frame back with addresses and ports swapped"),
-                           ("dump", "write received frames to a pcap file")):
+                           ("dump", "write received frames to a pcap file"),
+                           ("fwd", "forward between two interfaces through one UMEM, both ways")):
         q = asub.add_parser(tool, help=helptext)
-        q.add_argument("iface", metavar="IFACE")
+        q.add_argument("iface", metavar="IN" if tool == "fwd" else "IFACE")
+        if tool == "fwd":
+            q.add_argument("out_iface", metavar="OUT")
         q.add_argument("--queue", type=int_range(0, 4095), default=0, help="receive queue to bind (default 0)")
         q.add_argument("--mode", choices=MODES, default="auto", help="copy, zerocopy or auto (zero-copy if the driver has it)")
         q.add_argument("--xdp-mode", choices=XDP_MODES, default="auto", help="how the steering program attaches")
@@ -39,14 +42,16 @@ def cmd_tool(args) -> int:
                                                f"  lost {lost:,}"))
     res = run_tool(args.tool, args.iface, queue=args.queue, mode=args.mode, xdp_mode=args.xdp_mode,
                    steer=Steer(args.proto, args.port or 0), batch=args.batch, count=args.count,
-                   duration=args.duration, pcap_path=getattr(args, "write", None), progress=progress)
+                   duration=args.duration, pcap_path=getattr(args, "write", None),
+                   out_iface=getattr(args, "out_iface", None), progress=progress)
     if args.json:
         emit_json(res.to_dict())
         return 0
     mode = "zero-copy" if res.zerocopy else "copy"
-    print(f"{res.tool} on {res.ifname} queue {res.queue} ({mode}): {res.frames:,} frames in {res.seconds:.1f}s "
+    where = f"{res.ifname} <-> {res.out_ifname}" if res.out_ifname else res.ifname
+    print(f"{res.tool} on {where} queue {res.queue} ({mode}): {res.frames:,} frames in {res.seconds:.1f}s "
           f"({res.pps / 1e6:.2f} Mpps), lost {res.lost:,}"
-          + (f", sent {res.sent:,}" if res.tool == "echo" else "")
+          + (f", sent {res.sent:,}" if res.tool in ("echo", "fwd") else "")
           + (f", wrote {res.written:,} to {args.write}" if res.tool == "dump" else "")
           + (" (interrupted)" if res.interrupted else ""))
     return 0

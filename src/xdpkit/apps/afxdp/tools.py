@@ -17,7 +17,8 @@ from xdpkit.afxdp import Steer, XskSocket
 from xdpkit.errors import ConfigError
 from xdpkit.pcap import LINKTYPE_ETHERNET
 
-TOOLS = ("rxdrop", "echo", "dump")
+TOOLS = ("rxdrop", "echo", "dump", "fwd")
+RING = 2048
 DROPS = ("rx_dropped", "rx_ring_full", "rx_fill_ring_empty_descs", "rx_invalid_descs")
 
 
@@ -26,7 +27,8 @@ class ToolResult:
     tool: str
     ifname: str
     queue: int
-    zerocopy: bool
+    out_ifname: str = ""
+    zerocopy: bool = False
     frames: int = 0
     bytes: int = 0
     seconds: float = 0.0
@@ -62,7 +64,8 @@ def swap_addresses(f: memoryview) -> None:
 
 def run_tool(tool: str, iface: str, *, queue: int = 0, mode: str = "auto", xdp_mode: str = "auto",
              steer: Steer | None = Steer(), batch: int = 256, count: int | None = None,
-             duration: float | None = None, pcap_path=None, progress=None) -> ToolResult:
+             duration: float | None = None, pcap_path=None, out_iface: str | None = None,
+             progress=None) -> ToolResult:
     """Run ``tool`` until ``count`` frames, ``duration`` seconds or Ctrl-C (then it stops cleanly
     and says so in ``interrupted``)."""
     if tool not in TOOLS:
@@ -79,6 +82,14 @@ def run_tool(tool: str, iface: str, *, queue: int = 0, mode: str = "auto", xdp_m
             raise ConfigError(f"cannot write {pcap_path}: {exc.strerror}") from None
         pcap = (fh, dpkt.pcap.Writer(fh, linktype=LINKTYPE_ETHERNET, nano=True))
     try:
+        if tool == "fwd":
+            if not out_iface:
+                raise ConfigError("fwd needs the interface to forward to: xdpkit afxdp fwd IN OUT")
+            # One UMEM for both sockets, so frames cross without a copy: 4 pools of a ring each.
+            with XskSocket(iface, queue, mode=mode, xdp_mode=xdp_mode, steer=steer, frames=4 * RING,
+                           ring_size=RING) as a, \
+                 XskSocket(out_iface, queue, xdp_mode=xdp_mode, steer=steer, share=a, ring_size=RING) as b:
+                return _fwd_loop(a, b, batch, count, duration, progress)
         with XskSocket(iface, queue, mode=mode, xdp_mode=xdp_mode, steer=steer) as xsk:
             return _loop(xsk, tool, batch, count, duration, pcap, progress)
     finally:
@@ -86,23 +97,87 @@ def run_tool(tool: str, iface: str, *, queue: int = 0, mode: str = "auto", xdp_m
             pcap[0].close()
 
 
+class _Clock:
+    """The loops' bound (count, deadline) and their once-a-second progress line."""
+
+    def __init__(self, count, duration, progress, lost):
+        self.count, self.progress, self.lost = count, progress, lost
+        self.start = time.monotonic()
+        self.deadline = self.start + duration if duration else None
+        self.next_report, self.last = self.start + 1.0, 0
+
+    def go_on(self, frames: int) -> bool:
+        now = time.monotonic()
+        if self.count is not None and frames >= self.count or self.deadline is not None and now >= self.deadline:
+            return False
+        if self.progress is not None and now >= self.next_report:
+            self.progress(now - self.start, frames, frames - self.last, self.lost())
+            self.next_report, self.last = self.next_report + 1.0, frames
+        return True
+
+    def want(self, batch: int, frames: int) -> int:
+        return batch if self.count is None else min(batch, self.count - frames)
+
+
+DRAIN_S = 1.0   # at the end, how long frames already on a TX ring may take to leave
+
+
+def _drain(socks) -> None:
+    """Let what is on the TX rings leave before the sockets close (copy mode sends 32 a kick)."""
+    deadline = time.monotonic() + DRAIN_S
+    while any(x.tx.free() < x.ring_size for x in socks) and time.monotonic() < deadline:
+        for x in socks:
+            x.complete()
+        time.sleep(0.0005)
+
+
+def _finish(res: ToolResult, clock: _Clock, socks) -> ToolResult:
+    _drain(socks)
+    res.seconds = time.monotonic() - clock.start
+    res.pps = res.frames / res.seconds if res.seconds > 0 else 0.0
+    stats = [x.statistics() for x in socks]
+    res.statistics = {k: sum(st[k] for st in stats) for k in stats[0]}
+    res.lost = sum(res.statistics[k] for k in DROPS)
+    res.steering = {k: sum(x.steering().get(k, 0) for x in socks) for k in socks[0].steering()}
+    return res
+
+
+def _fwd_loop(a: XskSocket, b: XskSocket, batch: int, count, duration, progress) -> ToolResult:
+    """Frames received on either socket leave through the other, in place."""
+    res = ToolResult("fwd", a.ifname, a.queue, b.ifname, a.zerocopy)
+    poller = select.poll()
+    for x in (a, b):
+        poller.register(x.fileno(), select.POLLIN)
+    clock = _Clock(count, duration, progress,
+                   lambda: sum(st[k] for st in (a.statistics(), b.statistics()) for k in DROPS))
+    try:
+        while clock.go_on(res.frames):
+            moved = 0
+            for rx, tx in ((a, b), (b, a)):
+                got = rx.recv(clock.want(batch, res.frames))
+                if got.n:
+                    res.frames += got.n
+                    res.bytes += sum(got.lens)
+                    moved += got.n
+                    res.sent += rx.forward(got, to=tx)
+                else:
+                    got.release_views()
+                tx.complete()
+            if not moved:
+                poller.poll(100)
+    except KeyboardInterrupt:
+        res.interrupted = True
+    return _finish(res, clock, (a, b))
+
+
 def _loop(xsk: XskSocket, tool: str, batch: int, count, duration, pcap, progress) -> ToolResult:
-    res = ToolResult(tool, xsk.ifname, xsk.queue, xsk.zerocopy)
+    res = ToolResult(tool, xsk.ifname, xsk.queue, "", xsk.zerocopy)
     poller = select.poll()
     poller.register(xsk.fileno(), select.POLLIN)
-    start = time.monotonic()
-    deadline = start + duration if duration else None
-    next_report, last_frames = start + 1.0, 0
+    clock = _Clock(count, duration, progress, lambda: sum(xsk.statistics()[k] for k in DROPS))
     try:
-        while count is None or res.frames < count:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                break
-            if progress is not None and now >= next_report:
-                stats = xsk.statistics()
-                progress(now - start, res.frames, res.frames - last_frames, sum(stats[k] for k in DROPS))
-                next_report, last_frames = next_report + 1.0, res.frames
-            want = batch if count is None else min(batch, count - res.frames)
+        while clock.go_on(res.frames):
+            want = clock.want(batch, res.frames)
             b = xsk.recv(want)
             if not b.n:
                 b.release_views()
@@ -126,9 +201,4 @@ def _loop(xsk: XskSocket, tool: str, batch: int, count, duration, pcap, progress
                 xsk.recycle(b)
     except KeyboardInterrupt:
         res.interrupted = True
-    res.seconds = time.monotonic() - start
-    res.pps = res.frames / res.seconds if res.seconds > 0 else 0.0
-    res.statistics = xsk.statistics()
-    res.lost = sum(res.statistics[k] for k in DROPS)
-    res.steering = xsk.steering()
-    return res
+    return _finish(res, clock, (xsk,))
