@@ -324,3 +324,17 @@ def test_a_shared_umem_needs_room_and_another_queue(two_pairs):
             XskSocket("xa", share=a, steer=None)
     with XskSocket("xa", steer=None, frames=8192) as a, XskSocket("xc", share=a, steer=None) as c:
         assert c.umem is a.umem and not c.zerocopy
+
+
+def test_the_simple_iterator_yields_each_frame(pair):
+    frames = [udp(i) for i in range(70)]
+    with XskSocket("xa") as xsk:
+        pair.send(frames)
+        got = []
+        for f in xsk.frames(idle_timeout=2):      # bounded: ends 2 s after the last frame
+            got.append(f)
+            if len(got) == 70:
+                break
+        assert got == frames
+        assert list(xsk.frames(idle_timeout=0.2)) == []
+        assert xsk.send_batch([udp(1)]) == 1

@@ -1,11 +1,12 @@
 """AF_XDP sockets from Python: a UMEM, a socket bound to an interface queue, batched rings.
 
     with XskSocket("eth0", queue=0, steer=Steer(proto="udp", port=9000)) as xsk:
-        batch = xsk.recv(256)            # up to 256 frames, no copy: views into the UMEM
+        batch = xsk.recv_batch(256)      # up to 256 frames, no copy: views into the UMEM
         for frame in batch:              # memoryview of each frame
             ...
         xsk.recycle(batch)               # the frames go back to the fill ring
-        xsk.send([b"...", b"..."])        # copied into free TX frames
+        xsk.send_batch([b"...", b"..."])  # copied into free TX frames
+        for frame in xsk: ...            # or simply: every frame as bytes, waiting for them
 
 The UMEM is split in two pools: RX frames (the fill ring's, recycled straight back) and TX
 frames (a free list, refilled from the completion ring). ``forward(batch)`` sends received frames
@@ -288,6 +289,33 @@ class XskSocket:
             sys_xsk.kick_rx(self._sock)
         return RxBatch(self, first, n)
 
+    recv_batch = recv
+
+    def __iter__(self):
+        """Each received frame as bytes (a copy), waiting for frames as long as it takes: the
+        simple way in, at a fraction of the batch API's rate. Stop with break (or Ctrl-C)."""
+        return self.frames()
+
+    def frames(self, idle_timeout: float | None = None):
+        """Like iterating the socket; ends when no frame has come for ``idle_timeout`` seconds."""
+        import select
+
+        poller = select.poll()
+        poller.register(self.fileno(), select.POLLIN)
+        idle_since = time.monotonic()
+        while True:
+            batch = self.recv(64)
+            if not batch.n:
+                batch.release_views()
+                if idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
+                    return
+                poller.poll(100)
+                continue
+            idle_since = time.monotonic()
+            frames = [bytes(f) for f in batch]
+            self.recycle(batch)
+            yield from frames
+
     def recycle(self, batch: RxBatch) -> None:
         """Give a batch's frames back to the kernel (fill ring) and free its RX entries."""
         if batch.n:
@@ -354,6 +382,8 @@ class XskSocket:
         if sent:
             self._kick_tx()
         return sent
+
+    send_batch = send
 
     def forward(self, batch: RxBatch, to: "XskSocket | None" = None) -> int:
         """Send a received batch's frames as they are now (edited in place or not), without
