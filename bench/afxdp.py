@@ -6,7 +6,7 @@ the first CPU) to dut in0's MAC. The receivers run on dut in0 queue 0 in copy mo
 zero-copy), on the last CPU, behind xdpkit's steering program (every frame to the socket):
 
 - rxdrop: xdpkit's `afxdp rxdrop` (Python, run_tool in a thread) vs bench/c/xsk_ref.c rxdrop
-- echo:   xdpkit's `afxdp echo` vs xsk_ref echo (MACs swapped in place, sent back on TX); the
+- echo:   xdpkit's `afxdp echo` vs xsk_ref echo (addresses and ports swapped in place, sent back on TX); the
           echoed frames are counted where they arrive, by a counting XDP_DROP on src eth0 (which
           also keeps them away from the generator's stack)
 - dump:   xdpkit's `afxdp dump` to a pcap file: frames written per second, and whether the loss
@@ -346,7 +346,7 @@ def markdown(r: dict) -> str:
              f"{share('c_rxdrop', 'frames')} | {cpu('c_rxdrop')} | {ns_frame('c_rxdrop')} |",
              f"| xdpkit afxdp rxdrop | {m['py_rxdrop']:.2f} | {rounds('py_rxdrop', 'rx_pps')} | "
              f"{share('py_rxdrop', 'frames')} | {cpu('py_rxdrop')} | {ns_frame('py_rxdrop')} |",
-             f"| C echo (MACs swapped), arrived back at src | {m['c_echo']:.2f} | {rounds('c_echo', 'echo_pps')} | "
+             f"| C echo (addresses and ports swapped), arrived back at src | {m['c_echo']:.2f} | {rounds('c_echo', 'echo_pps')} | "
              f"{share('c_echo', 'echoed')} | {cpu('c_echo')} | {ns_frame('c_echo')} |",
              f"| xdpkit afxdp echo (MACs, IPs, ports swapped), arrived back at src | {m['py_echo']:.2f} | "
              f"{rounds('py_echo', 'echo_pps')} | {share('py_echo', 'echoed')} | {cpu('py_echo')} | "
@@ -362,7 +362,8 @@ def markdown(r: dict) -> str:
              f"| dump written | {m['dump_written']:.2f} Mpps | | | >= 1 Mpps, or loss = sent - written | "
              f"{verdict(dump_ok)}{'' if m['dump_written'] >= 1.0 else ' (by the loss identity)' if exact else ''} |",
              "", "Dump accounting per round. `lost` is what the tool reports: the sum of XDP_STATISTICS "
-             "rx_dropped, rx_ring_full, rx_fill_ring_empty_descs and rx_invalid_descs. Other: frames the "
+             "rx_dropped and rx_ring_full (a frame dropped for an empty fill ring also counts in "
+             "rx_fill_ring_empty_descs, so that is not added). Other: frames the "
              "steering program sent to the socket that the generator did not send (the lab's own traffic).", "",
              "| sent | written | sent - written | lost (reported) | rx_dropped | rx_ring_full | fill_ring_empty | "
              "rx_dropped + rx_ring_full | other |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

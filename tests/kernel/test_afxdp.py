@@ -338,3 +338,29 @@ def test_the_simple_iterator_yields_each_frame(pair):
         assert got == frames
         assert list(xsk.frames(idle_timeout=0.2)) == []
         assert xsk.send_batch([udp(1)]) == 1
+
+
+def test_two_queues_of_one_interface_share_a_umem(make_netns):
+    """Sockets on queues 0 and 1 of a two-queue veth share one UMEM and one steering program;
+    frames of many flows spread over both queues and all of them arrive, each on its queue's
+    socket."""
+    from xdpkit.lab import add_veth
+
+    ns, peer = make_netns(ipv6=False), make_netns(ipv6=False)
+    with ns.inside():
+        add_veth("xa", "xb", peer_ns=peer.name, queues=2)
+        frames = [udp(i) for i in range(400)]           # 400 source ports: both queues
+        with XskSocket("xa", 0, frames=8192, ring_size=1024) as q0, \
+                XskSocket("xa", 1, share=q0, ring_size=1024) as q1:
+            assert len(query("xa")) == 1                # one steering program for both
+            send_frames(peer.name, "xb", frames)
+            got0, got1, deadline = [], [], time.monotonic() + 3
+            while len(got0) + len(got1) < 400 and time.monotonic() < deadline:
+                for xsk, got in ((q0, got0), (q1, got1)):
+                    b = xsk.recv(64)
+                    got += [bytes(f) for f in b]
+                    xsk.recycle(b)
+            assert sorted(got0 + got1) == sorted(frames)
+            assert got0 and got1                        # both queues were used
+            assert q1.steering()["to_socket"] == 400
+        assert query("xa") == []

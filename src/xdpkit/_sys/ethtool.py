@@ -1,6 +1,11 @@
 """ethtool features through pyroute2 (its ioctl socket acts in the calling thread's namespace)."""
 from __future__ import annotations
 
+import ctypes
+import fcntl
+import socket
+import struct
+
 from pyroute2.ethtool import Ethtool
 
 from xdpkit.errors import XdpkitError
@@ -62,3 +67,23 @@ class StatsReader:
 
     def close(self) -> None:
         self._io.close()
+
+
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_GCHANNELS = 0x0000003C
+_CHANNELS = struct.Struct("<9I")   # struct ethtool_channels: cmd, 4 maxima, rx, tx, other, combined
+
+
+def rx_channels(ifname: str) -> int | None:
+    """Receive queues in use (ETHTOOL_GCHANNELS: rx or combined channels), or None when the
+    driver does not say. The ioctl acts in the calling thread's namespace."""
+    data = ctypes.create_string_buffer(_CHANNELS.pack(ETHTOOL_GCHANNELS, *([0] * 8)), _CHANNELS.size)
+    ifreq = struct.pack("16sP", ifname.encode()[:15], ctypes.addressof(data))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sk:
+        try:
+            fcntl.ioctl(sk.fileno(), SIOCETHTOOL, ifreq)
+        except OSError:
+            return None
+    fields = _CHANNELS.unpack(data.raw)
+    return max(fields[5], fields[8]) or None

@@ -117,6 +117,19 @@ def get_link(ifindex: int) -> LinkXdp:
         return _xdp_of(msgs[0])
 
 
+def rx_queues(ifindex: int) -> int:
+    """How many receive queues the interface has (IFLA_NUM_RX_QUEUES). Netlink, not
+    /sys/class/net: sysfs shows the namespace that mounted it, not the caller's."""
+    with IPRoute() as ipr:
+        try:
+            msg = ipr.get_links(ifindex)[0]
+        except NetlinkError as exc:
+            if exc.code == E.ENODEV:
+                raise NotFoundError(f"no interface with ifindex {ifindex} in this network namespace") from None
+            raise
+        return int(msg.get_attr("IFLA_NUM_RX_QUEUES") or 1)
+
+
 def set_xdp(ifindex: int, prog_fd: int, flags: int, expected_fd: int | None = None) -> None:
     """Send IFLA_XDP {FD, FLAGS[, EXPECTED_FD]}: attach (fd >= 0) or detach (fd = -1); ``flags``
     are xdpkit.kernel's XDP_FLAGS_*.

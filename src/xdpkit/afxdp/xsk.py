@@ -18,7 +18,6 @@ with the socket, or with the process.
 from __future__ import annotations
 
 import errno as E
-import os
 import platform
 import time
 from dataclasses import dataclass
@@ -40,12 +39,11 @@ def _power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
-def queues_of(ifname: str) -> int:
-    """How many RX queues the interface has (/sys/class/net/IF/queues)."""
-    try:
-        return sum(1 for q in os.listdir(f"/sys/class/net/{ifname}/queues") if q.startswith("rx-"))
-    except OSError:
-        return 1
+def queues_of(iface) -> int:
+    """How many RX queues the interface has, in the caller's namespace."""
+    from xdpkit import interfaces as nl
+
+    return nl.rx_queues(iface)
 
 
 @dataclass(frozen=True)
@@ -177,7 +175,7 @@ class XskSocket:
         self._sock = self._umem = self.umem = None
         self._owns_umem = share is None
         self.rx = self.tx = self.fill = self.comp = None
-        self._steer_obj = self._steer_link = None
+        self._steer_obj = self._steer_link = self._steer_map = self._steer_from = None
         try:
             self._open(frames, headroom, mode, xdp_mode, steer, share)
         except BaseException:
@@ -223,7 +221,17 @@ class XskSocket:
         else:
             self._bind_shared(share)
         if steer is not None:
-            self._attach_steering(steer, xdp_mode)
+            if share is not None and share.ifindex == self.ifindex and share._steer_obj is not None:
+                self._join_steering(share)
+            else:
+                self._attach_steering(steer, xdp_mode)
+
+    def _join_steering(self, share: "XskSocket") -> None:
+        """Another queue of an interface whose steering program a sharing socket attached: this
+        socket goes into that program's XSKMAP at its queue (one program per interface)."""
+        self._steer_map = share._steer_obj.maps["xsk_sockets"]
+        self._steer_map.update_raw(self.queue.to_bytes(4, "little"), self._sock.fileno().to_bytes(4, "little"))
+        self._steer_from = share
 
     def _bind(self, mode: str) -> None:
         wake = sys_xsk.XDP_USE_NEED_WAKEUP if self.need_wakeup else 0
@@ -428,6 +436,8 @@ class XskSocket:
 
     def steering(self) -> dict[str, int]:
         """The steering program's counts: to the socket, passed (no match), passed (no socket)."""
+        if self._steer_from is not None:
+            return self._steer_from.steering()
         if self._steer_obj is None:
             return {}
         m = self._steer_obj.maps["xsk_events"]
@@ -439,6 +449,10 @@ class XskSocket:
     def close(self) -> None:
         """Detach the steering program, unmap the rings, close the socket and release the UMEM
         (idempotent). A frame view still held keeps the UMEM's memory until it is dropped."""
+        if self._steer_map is not None:
+            m, self._steer_map = self._steer_map, None
+            if self._steer_from._steer_obj is not None:   # its queue's entry, not the program
+                m.delete_raw(self.queue.to_bytes(4, "little"))
         if self._steer_link is not None:
             link, self._steer_link = self._steer_link, None
             link.detach()
