@@ -176,9 +176,10 @@ def test_bad_settings_are_one_clear_error_and_leave_nothing(pair, kwargs, error,
     assert query("xa") == []
 
 
-def test_a_busy_queue_says_so(pair):
-    with XskSocket("xa", steer=None):
-        with pytest.raises(KernelError, match="xa queue 0 is busy"):
+def test_a_busy_queue_says_so_and_names_the_program_feeding_it(pair):
+    with XskSocket("xa"):
+        with pytest.raises(KernelError, match=r"xa queue 0 is busy: another AF_XDP socket holds it; "
+                                              r"the XDP program on xa is 'xdpkit_xsk_steer' \(id \d+"):
             XskSocket("xa", steer=None)
 
 

@@ -265,12 +265,23 @@ class XskSocket:
     def _bind_error(self, exc: KernelError, flag: int) -> XdpkitError:
         where = f"{self.ifname} queue {self.queue}"
         if exc.errno == E.EBUSY:
-            return KernelError("bind(AF_XDP)", E.EBUSY, f"{where} is busy: another AF_XDP socket or UMEM holds it",
-                               hint="close the other socket (see `ss -f xdp` or `xdpkit status`)")
+            return KernelError("bind(AF_XDP)", E.EBUSY, f"{where} is busy: another AF_XDP socket holds it"
+                               + self._holder_hint(), hint="close the other socket, or bind another queue")
         if exc.errno in (E.EOPNOTSUPP, E.ENOTSUP, 524) and flag == sys_xsk.XDP_ZEROCOPY:
             return NotSupportedError(f"zero-copy AF_XDP on {self.ifname} (its driver has no zero-copy support)",
                                      hint="use --mode copy (or auto, which falls back to copy)")
         return KernelError("bind(AF_XDP)", exc.errno, f"binding to {where}")
+
+    def _holder_hint(self) -> str:
+        """Who the holder may be: the XDP program on the interface, which feeds its socket (the
+        kernel lists AF_XDP sockets only with XDP socket diagnostics, which kernels may lack)."""
+        from xdpkit.xdp import query
+
+        try:
+            progs = [f"'{a.name}' (id {a.id}{', attached by xdpkit' if a.ours else ''})" for a in query(self.ifname)]
+        except XdpkitError:
+            return ""
+        return f"; the XDP program on {self.ifname} is {', '.join(progs)}" if progs else ""
 
     def _attach_steering(self, steer: Steer, xdp_mode: str) -> None:
         from xdpkit.builtin import builtin_object
