@@ -45,8 +45,11 @@ from xdpkit.builtin import builtin_object
 from xdpkit.errors import XdpkitError
 from xdpkit.interfaces import StatsReader
 from xdpkit.lab import Lab, trafficgen as tg
-from xdpkit.object import Object, ObjectSpec
+from xdpkit.object import ObjectSpec
 from xdpkit.xdp import query
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from forward import CountingDrop  # noqa: E402  (bench/forward.py)
 
 A = Lab.addresses
 HERE = Path(__file__).resolve().parent
@@ -65,30 +68,6 @@ def build_reference(tmp: Path) -> Path:
     exe = tmp / "xsk_ref"
     subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe), str(HERE / "c" / "xsk_ref.c"), "-lbpf"], check=True)
     return exe
-
-
-class _SrcCounter:
-    """A counting XDP_DROP on src eth0: where echoed frames arrive (and end)."""
-
-    def __init__(self, lab: Lab):
-        self.lab = lab
-        with xns.inside(lab.src):
-            self.obj = Object.from_file(builtin_object("receivers"), program="xdpkit_count_drop")
-            try:
-                self.link = self.obj.programs["xdpkit_count_drop"].attach("eth0", mode="native")
-            except BaseException:
-                self.obj.close()
-                raise
-
-    def count(self) -> int:
-        return self.obj.maps["rx_count"][0].sum()
-
-    def close(self) -> None:
-        with xns.inside(self.lab.src):
-            try:
-                self.link.detach()
-            finally:
-                self.obj.close()
 
 
 def _veth_counters(lab: Lab) -> dict:
@@ -124,7 +103,7 @@ def _wait(cond, alive, what: str) -> None:
         time.sleep(0.02)
 
 
-def python_round(lab: Lab, gen: tg.TrafficGen, src: _SrcCounter, tool: str, duration: float,
+def python_round(lab: Lab, gen: tg.TrafficGen, src: CountingDrop, tool: str, duration: float,
                  pcap_path: str | None = None) -> dict:
     """xdpkit's tool on dut in0 (a thread of this process, on RX_CPU) while the generator runs."""
     result: dict = {}
@@ -149,7 +128,7 @@ def python_round(lab: Lab, gen: tg.TrafficGen, src: _SrcCounter, tool: str, dura
                 return bool(query(IFACE))
 
         _wait(attached, worker.is_alive, f"python {tool}")
-        src0 = src.count()
+        src0 = src.own()
         g = _generate(lab, gen, duration)
     finally:
         worker.join(timeout=duration + TAIL + 60)   # the tool is bounded by its own duration
@@ -160,12 +139,12 @@ def python_round(lab: Lab, gen: tg.TrafficGen, src: _SrcCounter, tool: str, dura
     time.sleep(0.05)
     r = result["tool"]
     return {"sent": g.sent, "gen_s": g.seconds, "frames": r.frames, "rx_pps": r.frames / g.seconds,
-            "echoed": src.count() - src0, "tool_sent": r.sent, "written": r.written, "lost": r.lost,
+            "echoed": src.own() - src0, "tool_sent": r.sent, "written": r.written, "lost": r.lost,
             "statistics": r.statistics, "steering": r.steering, "tool_s": r.seconds, "cpu_s": result["cpu_s"],
             "veth": _counter_delta(before, _veth_counters(lab))}
 
 
-def c_round(lab: Lab, gen: tg.TrafficGen, src: _SrcCounter, exe: Path, tool: str, duration: float) -> dict:
+def c_round(lab: Lab, gen: tg.TrafficGen, src: CountingDrop, exe: Path, tool: str, duration: float) -> dict:
     """bench/c/xsk_ref.c on dut in0 (on RX_CPU) behind xdpkit's steering program, attached here,
     with its XSKMAP pinned for the C program to put its socket in."""
     spec = ObjectSpec.from_file(builtin_object("afxdp_steer"))
@@ -200,7 +179,7 @@ def c_round(lab: Lab, gen: tg.TrafficGen, src: _SrcCounter, exe: Path, tool: str
             line = proc.stderr.readline()
             if not line:
                 raise XdpkitError(f"C {tool} ended before it was ready (exit {proc.wait(timeout=5)})")
-        src0 = src.count()
+        src0 = src.own()
         g = _generate(lab, gen, duration)
         out, err = proc.communicate(timeout=duration + TAIL + 30)
         if proc.returncode != 0:
@@ -209,7 +188,7 @@ def c_round(lab: Lab, gen: tg.TrafficGen, src: _SrcCounter, exe: Path, tool: str
         r = json.loads(out)
         time.sleep(0.05)
         return {"sent": g.sent, "gen_s": g.seconds, "frames": r["frames"], "rx_pps": r["frames"] / g.seconds,
-                "echoed": src.count() - src0, "tool_sent": r["sent"], "kicks": r["kicks"],
+                "echoed": src.own() - src0, "tool_sent": r["sent"], "kicks": r["kicks"],
                 "statistics": r["statistics"], "tool_s": r["seconds"],
                 "cpu_s": (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime),
                 "veth": _counter_delta(before, _veth_counters(lab))}
@@ -244,7 +223,7 @@ def run(duration: float = 3.0, rounds: int = 3) -> dict:
                 template = tg.build_template(proto="udp", size=64, src_mac=A.src_mac, dst_mac=A.dut_in_mac,
                                              src_ip=A.src_ip4, dst_ip=A.dut_in_ip4, dport=9000)
                 gen = tg.TrafficGen("eth0", template)
-            src = _SrcCounter(lab)
+            src = CountingDrop(lab.src)   # where echoed frames arrive (and end)
             for r in range(rounds):
                 order = ("c", "py") if r % 2 == 0 else ("py", "c")
                 for tool in ("rxdrop", "echo"):

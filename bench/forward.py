@@ -83,16 +83,17 @@ def flush_routes(lab: Lab) -> None:
                    timeout=30, check=True)
 
 
-class _Receiver:
-    """The counting XDP_DROP on dst eth0, read from the veth's counters and from its own map."""
+class CountingDrop:
+    """The receivers' counting XDP_DROP on ``ifname`` in namespace ``ns``, read from the veth's own
+    counters (``veth``) and from the program's map (``own``). bench/afxdp.py counts echoes with it."""
 
-    def __init__(self, lab: Lab):
-        self.lab = lab
-        with xns.inside(lab.dst):
+    def __init__(self, ns: str, ifname: str = "eth0"):
+        self.ns = ns
+        with xns.inside(ns):
             self.obj = Object.from_file(builtin_object("receivers"), program="xdpkit_count_drop")
             try:
-                self.link = self.obj.programs["xdpkit_count_drop"].attach("eth0", mode="native")
-                self.stats = StatsReader("eth0")
+                self.link = self.obj.programs["xdpkit_count_drop"].attach(ifname, mode="native")
+                self.stats = StatsReader(ifname)
             except BaseException:
                 self.obj.close()
                 raise
@@ -105,12 +106,12 @@ class _Receiver:
 
     def close(self) -> None:
         self.stats.close()
-        with xns.inside(self.lab.dst):
+        with xns.inside(self.ns):
             self.link.detach()
         self.obj.close()
 
 
-def measure(lab: Lab, gen: tg.TrafficGen, rcv: _Receiver, duration: float) -> float:
+def measure(lab: Lab, gen: tg.TrafficGen, rcv: CountingDrop, duration: float) -> float:
     """Frames per second arriving at dst: median of half-second samples, first and last dropped."""
     result: dict = {}
 
@@ -135,7 +136,7 @@ def measure(lab: Lab, gen: tg.TrafficGen, rcv: _Receiver, duration: float) -> fl
     return median_inner(samples)
 
 
-def sanity(lab: Lab, gen: tg.TrafficGen, rcv: _Receiver) -> dict:
+def sanity(lab: Lab, gen: tg.TrafficGen, rcv: CountingDrop) -> dict:
     """Send a counted burst: how much of it both counters at dst saw."""
     v0, o0 = rcv.veth(), rcv.own()
     with xns.inside(lab.src):
@@ -207,7 +208,7 @@ def run(duration: float = 3.0, rounds: int = 3) -> dict:
     try:
         lab.up()
         _check_lab(lab)
-        rcv = _Receiver(lab)
+        rcv = CountingDrop(lab.dst)
         with xns.inside(lab.src):
             template = tg.build_template(proto="udp", size=64, src_mac=A.src_mac, dst_mac=A.dut_in_mac,
                                          src_ip=A.src_ip4, dst_ip=A.dst_ip4)

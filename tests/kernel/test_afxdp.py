@@ -339,6 +339,7 @@ def test_the_simple_iterator_yields_each_frame(pair):
         assert got == frames
         assert list(xsk.frames(idle_timeout=0.2)) == []
         assert xsk.send_batch([udp(1)]) == 1
+        assert XskSocket.fill is XskSocket.recycle and XskSocket.recv_batch is XskSocket.recv
 
 
 def test_two_queues_of_one_interface_share_a_umem(make_netns):

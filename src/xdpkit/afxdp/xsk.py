@@ -342,6 +342,8 @@ class XskSocket:
             self.rx.release(batch.n)
         batch.release_views()
 
+    fill = recycle   # the issue's name: a batch's frames onto the fill ring
+
     # ---- sending -----------------------------------------------------------------------
     def complete(self) -> int:
         """Take back the frames the kernel has sent: RX-pool frames to their socket's fill ring
