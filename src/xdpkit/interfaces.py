@@ -15,5 +15,5 @@ __all__ = ["IFA_F_NODAD", "LinkState", "LinkXdp", "StatsReader", "add_address", 
 def rx_queues(iface) -> int:
     """Receive queues the interface uses: what its driver reports (ethtool channels), else the
     queues allocated (netlink). /sys/class/net would show the namespace that mounted sysfs."""
-    name = ifname_of(ifindex_of(iface))
-    return rx_channels(name) or _allocated_rx_queues(ifindex_of(name))
+    ifindex = ifindex_of(iface)
+    return rx_channels(ifname_of(ifindex)) or _allocated_rx_queues(ifindex)

@@ -13,7 +13,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from xdpkit import netns as xns
-from xdpkit.apps.forward.control import EVENTS, Forwarder
+from xdpkit.apps.forward.control import EVENTS, Forwarder, counted_since
 from xdpkit.errors import ConfigError, XdpkitError
 from xdpkit.lab import Lab
 from xdpkit.testing.plugin import _claim
@@ -57,11 +57,10 @@ def plane(lab):
 
 def counts(lab) -> dict:
     with xns.inside(lab.dut), Forwarder.open("in0") as fwd:
-        return {k: v["packets"] for k, v in fwd.stats()["events"].items()}
+        return fwd.event_packets()
 
 
-def delta(before: dict, after: dict) -> dict:
-    return {k: after[k] - before[k] for k in EVENTS if after[k] != before[k]}
+delta = counted_since
 
 
 def to_router(lab, pkt) -> bytes:

@@ -106,28 +106,24 @@ def list_links() -> list[LinkXdp]:
         return [_xdp_of(m) for m in ipr.get_links()]
 
 
-def get_link(ifindex: int) -> LinkXdp:
+def _link_message(ifindex: int):
     with IPRoute() as ipr:
         try:
-            msgs = ipr.get_links(ifindex)
+            return ipr.get_links(ifindex)[0]
         except NetlinkError as exc:
             if exc.code == E.ENODEV:
                 raise NotFoundError(f"no interface with ifindex {ifindex} in this network namespace") from None
             raise
-        return _xdp_of(msgs[0])
+
+
+def get_link(ifindex: int) -> LinkXdp:
+    return _xdp_of(_link_message(ifindex))
 
 
 def rx_queues(ifindex: int) -> int:
     """How many receive queues the interface has (IFLA_NUM_RX_QUEUES). Netlink, not
     /sys/class/net: sysfs shows the namespace that mounted it, not the caller's."""
-    with IPRoute() as ipr:
-        try:
-            msg = ipr.get_links(ifindex)[0]
-        except NetlinkError as exc:
-            if exc.code == E.ENODEV:
-                raise NotFoundError(f"no interface with ifindex {ifindex} in this network namespace") from None
-            raise
-        return int(msg.get_attr("IFLA_NUM_RX_QUEUES") or 1)
+    return int(_link_message(ifindex).get_attr("IFLA_NUM_RX_QUEUES") or 1)
 
 
 def set_xdp(ifindex: int, prog_fd: int, flags: int, expected_fd: int | None = None) -> None:

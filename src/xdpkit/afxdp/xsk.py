@@ -159,7 +159,7 @@ class XskSocket:
             steer.consts()   # checked before anything is made
         self.ifindex = nl.ifindex_of(iface)
         self.ifname = nl.ifname_of(self.ifindex)
-        nq = queues_of(self.ifname)
+        self.queues = nq = queues_of(self.ifname)
         if not 0 <= queue < nq:
             raise ConfigError(f"{self.ifname} has {nq} receive queue{'s' if nq != 1 else ''} (0..{nq - 1}); "
                               f"there is no queue {queue}", field="queue")
@@ -174,7 +174,7 @@ class XskSocket:
         self.need_wakeup = share.need_wakeup if share is not None else need_wakeup
         self._sock = self._umem = self.umem = None
         self._owns_umem = share is None
-        self.rx = self.tx = self.fill = self.comp = None
+        self.rx = self.tx = self.fill_ring = self.comp = None
         self._steer_obj = self._steer_link = self._steer_map = self._steer_from = None
         try:
             self._open(frames, headroom, mode, xdp_mode, steer, share)
@@ -203,16 +203,16 @@ class XskSocket:
                                off["rx"], n, _DESC_WORDS)
         self.tx = ProducerRing(sys_xsk.map_ring(self._sock, sys_xsk.PGOFF_TX, off["tx"][2] + n * 16),
                                off["tx"], n, _DESC_WORDS)
-        self.fill = ProducerRing(sys_xsk.map_ring(self._sock, sys_xsk.PGOFF_FILL, off["fill"][2] + n * 8),
+        self.fill_ring = ProducerRing(sys_xsk.map_ring(self._sock, sys_xsk.PGOFF_FILL, off["fill"][2] + n * 8),
                                  off["fill"], n, _ADDR_WORDS)
         self.comp = ConsumerRing(sys_xsk.map_ring(self._sock, sys_xsk.PGOFF_COMPLETION,
                                                   off["completion"][2] + n * 8), off["completion"], n, _ADDR_WORDS)
         # RX pool: ring_size frames, all on the fill ring; TX pool: as many on a free list.
         fs = self.frame_size
-        first, k = self.fill.reserve(n)
+        first, k = self.fill_ring.reserve(n)
         for i in range(k):
-            self.fill.words[first + i] = rx_start + i * fs
-        self.fill.publish(k)
+            self.fill_ring.words[first + i] = rx_start + i * fs
+        self.fill_ring.publish(k)
         self._umem.rx_pools.append((rx_start, rx_start + n * fs, self))
         self._tx_pool = (tx_start, tx_start + n * fs)
         self._tx_free = list(range(tx_start, tx_start + n * fs, fs))
@@ -291,7 +291,7 @@ class XskSocket:
         try:
             for name, value in steer.consts().items():
                 spec.rodata[name] = value
-            spec.maps["xsk_sockets"].max_entries = max(queues_of(self.ifname), self.queue + 1)
+            spec.maps["xsk_sockets"].max_entries = self.queues
             self._steer_obj = spec.load()
         finally:
             spec.close()
@@ -304,7 +304,7 @@ class XskSocket:
     def recv(self, max_frames: int = 64) -> RxBatch:
         """Up to ``max_frames`` received frames (no waiting; an empty batch when none)."""
         first, n = self.rx.peek(max_frames)
-        if n == 0 and self.need_wakeup and self.fill.needs_wakeup():
+        if n == 0 and self.need_wakeup and self.fill_ring.needs_wakeup():
             sys_xsk.kick_rx(self._sock)
         return RxBatch(self, first, n)
 
@@ -338,7 +338,7 @@ class XskSocket:
     def recycle(self, batch: RxBatch) -> None:
         """Give a batch's frames back to the kernel (fill ring) and free its RX entries."""
         if batch.n:
-            self.fill.put_words(batch.addrs)
+            self.fill_ring.put_words(batch.addrs)
             self.rx.release(batch.n)
         batch.release_views()
 
@@ -360,7 +360,7 @@ class XskSocket:
             lo, hi = min(addrs), max(addrs)
             owner = self._umem.owner_of(lo)
             if owner is not None and owner is self._umem.owner_of(hi):
-                owner.fill.put_words(addrs)       # one pool: one copy (an echo, a forward)
+                owner.fill_ring.put_words(addrs)       # one pool: one copy (an echo, a forward)
             else:
                 self._route_back(addrs)
             addrs.release()
@@ -376,7 +376,7 @@ class XskSocket:
             else:
                 owner = self._umem.owner_of(a)
                 if owner is not None:
-                    owner.fill.put_words(memoryview(a.to_bytes(8, "little")).cast("Q"))
+                    owner.fill_ring.put_words(memoryview(a.to_bytes(8, "little")).cast("Q"))
 
     def send(self, frames) -> int:
         """Copy ``frames`` (bytes-like) into free TX frames and send them; returns how many were
@@ -427,7 +427,7 @@ class XskSocket:
             tx.publish(n)
             done += n
         if done < batch.n:  # the TX ring stayed full: the rest go straight back to fill
-            self.fill.put_words(batch.addrs[done:])
+            self.fill_ring.put_words(batch.addrs[done:])
         if batch.n:
             self.rx.release(batch.n)
         batch.release_views()
@@ -472,7 +472,7 @@ class XskSocket:
         if self._steer_obj is not None:
             obj, self._steer_obj = self._steer_obj, None
             obj.close()
-        for name in ("rx", "tx", "fill", "comp"):
+        for name in ("rx", "tx", "fill_ring", "comp"):
             ring = getattr(self, name)
             if ring is not None:
                 setattr(self, name, None)

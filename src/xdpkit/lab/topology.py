@@ -256,10 +256,6 @@ class Lab:
     def namespaces(self) -> list[str]:
         return [self.src, self.dut, self.dst] + ([self.alt] if self.router else [])
 
-    @property
-    def end_hosts(self) -> list[str]:
-        return [n for n in self.namespaces if n != self.dut]
-
     def ns(self, role: str) -> str:
         """Namespace name for a role ("src", "dut", "dst", "alt"); a full lab namespace name passes through."""
         if role in ROLES and (role != "alt" or self.router):

@@ -48,15 +48,14 @@ class ToolResult:
         return asdict(self)
 
 
-# Ethernet, the IPv4 header up to the addresses, the addresses, the ports (no options).
-_V4_L4 = struct.Struct("6s6s14s4s4s2s2s")
-# The same bytes with the fields the fast path checks: EtherType, version+IHL, protocol.
+# Ethernet, the IPv4 header (EtherType, version+IHL and protocol apart), the addresses, the ports.
 _V4_CHECK = struct.Struct(">6s6sHB8sB2s4s4s2s2s")
 
 
 def swap_batch(umem: memoryview, addrs, lens) -> None:
     """swap_addresses on every frame of a batch, reading and writing the UMEM in place: no view
-    per frame, one unpack and one pack for IPv4 TCP/UDP."""
+    per frame, and for IPv4 TCP/UDP without options (the common case) one unpack and one pack,
+    ~4x faster than swapping field by field."""
     unpack, pack = _V4_CHECK.unpack_from, _V4_CHECK.pack_into
     for a, n in zip(addrs, lens):
         if n >= 38:
@@ -69,13 +68,8 @@ def swap_batch(umem: memoryview, addrs, lens) -> None:
 
 def swap_addresses(f: memoryview) -> None:
     """Ethernet source <-> destination, and for IPv4/IPv6 the addresses (and TCP/UDP ports):
-    every checksum stays valid, since each sum only changes order. IPv4 TCP/UDP without options,
-    the common case, is one unpack and one pack (~4x faster than swapping field by field)."""
+    every checksum stays valid, since each sum only changes order. (Batches take swap_batch.)"""
     n = len(f)
-    if n >= 38 and f[12] == 8 and f[13] == 0 and f[14] == 0x45 and f[23] in (6, 17):
-        dst, src, mid, s4, d4, sp, dp = _V4_L4.unpack_from(f)
-        _V4_L4.pack_into(f, 0, src, dst, mid, d4, s4, dp, sp)
-        return
     h = bytes(f[:58])
     f[0:12] = h[6:12] + h[0:6]
     if h[12:14] == b"\x08\x00" and n >= 34:
@@ -128,6 +122,10 @@ def run_tool(tool: str, iface: str, *, queue: int = 0, mode: str = "auto", xdp_m
             pcap[0].close()
 
 
+def _lost(socks) -> int:
+    return sum(x.statistics()[k] for x in socks for k in DROPS)
+
+
 class _Clock:
     """The loops' bound (count, deadline) and their once-a-second progress line."""
 
@@ -169,7 +167,8 @@ def _finish(res: ToolResult, clock: _Clock, socks) -> ToolResult:
     stats = [x.statistics() for x in socks]
     res.statistics = {k: sum(st[k] for st in stats) for k in stats[0]}
     res.lost = sum(res.statistics[k] for k in DROPS)
-    res.steering = {k: sum(x.steering().get(k, 0) for x in socks) for k in socks[0].steering()}
+    steering = [x.steering() for x in socks]
+    res.steering = {k: sum(st.get(k, 0) for st in steering) for k in steering[0]}
     return res
 
 
@@ -179,8 +178,7 @@ def _fwd_loop(a: XskSocket, b: XskSocket, batch: int, count, duration, progress)
     poller = select.poll()
     for x in (a, b):
         poller.register(x.fileno(), select.POLLIN)
-    clock = _Clock(count, duration, progress,
-                   lambda: sum(st[k] for st in (a.statistics(), b.statistics()) for k in DROPS))
+    clock = _Clock(count, duration, progress, lambda: _lost((a, b)))
     try:
         while clock.go_on(res.frames):
             moved = 0
@@ -205,7 +203,7 @@ def _loop(xsk: XskSocket, tool: str, batch: int, count, duration, pcap, progress
     res = ToolResult(tool, xsk.ifname, xsk.queue, "", xsk.zerocopy)
     poller = select.poll()
     poller.register(xsk.fileno(), select.POLLIN)
-    clock = _Clock(count, duration, progress, lambda: sum(xsk.statistics()[k] for k in DROPS))
+    clock = _Clock(count, duration, progress, lambda: _lost((xsk,)))
     try:
         while clock.go_on(res.frames):
             want = clock.want(batch, res.frames)
@@ -219,7 +217,7 @@ def _loop(xsk: XskSocket, tool: str, batch: int, count, duration, pcap, progress
             res.frames += b.n
             res.bytes += sum(b.lens)
             if tool == "dump":
-                fh, writer = pcap
+                writer = pcap[1]
                 ts = time.time()
                 for f in b:
                     writer.writepkt(f, ts=ts)

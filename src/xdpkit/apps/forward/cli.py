@@ -4,25 +4,19 @@ from __future__ import annotations
 import argparse
 
 from xdpkit.apps.forward.control import (DEFAULT_CACHE_SLOTS, DEFAULT_CPU_QUEUE, FIB_FLAGS, MAX_CPU_QUEUE,
-                                         Forwarder, StatsRates)
+                                         Forwarder, StatsRates, cpu_list)
 from xdpkit.ui.args import int_range, positive_int
 from xdpkit.ui.output import emit_json, info, print_table, show_repeatedly
 
 MODES = ["native", "generic", "auto"]
 
 
-def cpu_list(text: str) -> list[int]:
-    """'0,2-3' -> [0, 2, 3]."""
-    out = []
+def cpu_list_arg(text: str) -> list[int]:
+    """'0,2-3' -> [0, 2, 3] (an argparse type)."""
     try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            out.extend(range(int(lo), int(hi or lo) + 1))
+        return cpu_list(text)
     except ValueError:
-        out = []
-    if not out or any(c < 0 for c in out):
-        raise argparse.ArgumentTypeError(f"{text!r}: use CPU numbers and ranges, e.g. 0,2-3")
-    return out
+        raise argparse.ArgumentTypeError(f"{text!r}: use CPU numbers and ranges, e.g. 0,2-3") from None
 
 
 def register(sub) -> None:
@@ -35,7 +29,7 @@ def register(sub) -> None:
     q.add_argument("--mode", choices=MODES, default="auto")
     q.add_argument("--fib", choices=sorted(FIB_FLAGS), default="full",
                    help="full: policy routing rules apply; direct: the main table only (faster)")
-    q.add_argument("--cpus", type=cpu_list, default=[], metavar="LIST",
+    q.add_argument("--cpus", type=cpu_list_arg, default=[], metavar="LIST",
                    help="send what goes to the stack to these CPUs by flow hash (CPUMAP), e.g. 0-1")
     q.add_argument("--cpu-queue", type=int_range(1, MAX_CPU_QUEUE), default=DEFAULT_CPU_QUEUE,
                    help="frames each CPU's CPUMAP queue holds")

@@ -31,7 +31,7 @@ from xdpkit.apps.handle import AppHandle
 from xdpkit.apps import transaction
 from xdpkit.builtin import builtin_object
 from xdpkit.errors import ConfigError, KernelError, NotFoundError, XdpkitError
-from xdpkit.kernel import bind_map, obj_pin, program_info_by_id, raw_tracepoint_open
+from xdpkit.kernel import bind_map, obj_pin, possible_cpus, program_info_by_id, raw_tracepoint_open
 from xdpkit.maps.percpu import summed_counters
 from xdpkit.object import ObjectSpec
 from xdpkit.xdp import XdpMode, detach, query
@@ -121,20 +121,14 @@ def resolve_members(ifaces) -> list[tuple[str, int, bytes]]:
     return out
 
 
-def possible_cpus() -> int:
-    """How many CPUs the kernel may ever run (/sys/devices/system/cpu/possible, e.g. "0-7")."""
-    try:
-        with open("/sys/devices/system/cpu/possible") as f:
-            return max(_cpu_set(f.read().strip())) + 1
-    except (OSError, ValueError):
-        return os.cpu_count() or 1
-
-
-def _cpu_set(text: str) -> set[int]:
-    cpus = set()
+def cpu_list(text: str) -> list[int]:
+    """CPU numbers and ranges as the kernel writes them ("0-3,6"), in order; ValueError if not."""
+    cpus = []
     for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        cpus.update(range(int(lo), int(hi or lo) + 1))
+        lo, _, hi = part.strip().partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    if not cpus or any(c < 0 for c in cpus):
+        raise ValueError(text)
     return cpus
 
 
@@ -142,7 +136,7 @@ def online_cpus() -> set[int]:
     """CPUs the kernel has online (/sys/devices/system/cpu/online, e.g. "0-3,6")."""
     try:
         with open("/sys/devices/system/cpu/online") as f:
-            return _cpu_set(f.read().strip())
+            return set(cpu_list(f.read().strip()))
     except OSError:
         return set(range(os.cpu_count() or 1))
 
@@ -217,7 +211,6 @@ class Forwarder(AppHandle):
             obj = spec.load()
         finally:
             spec.close()
-        fwd = None
         attached: list[str] = []
         try:
             prog = obj.programs[PROGRAM]
@@ -259,12 +252,12 @@ class Forwarder(AppHandle):
         for one system call of this thread), and check it found this namespace."""
         link = raw_tracepoint_open(obj.programs[LOCATE].fd)
         try:
-            os.stat("/proc/thread-self/ns/net")
+            own = os.stat("/proc/thread-self/ns/net").st_ino   # the one system call it sees
         finally:
             link.close()
         raw = self._map("fwd_where").lookup_raw(_U32.pack(0)) or bytes(_KGENS.size)
         net, _, inum, _ = _KGENS.unpack(raw)
-        if not net or inum != os.stat("/proc/thread-self/ns/net").st_ino:
+        if not net or inum != own:
             raise XdpkitError("could not find this namespace's routing generations",
                               hint="run without next-hop memory: --cache-slots 0")
 
@@ -349,6 +342,10 @@ class Forwarder(AppHandle):
         return cls.open(planes[0]["attached"][0]["ifname"])
 
     # ---- counters ------------------------------------------------------------------------
+    def event_packets(self) -> dict[str, int]:
+        """Packets per event (EVENTS), for counted_since()."""
+        return {k: v["packets"] for k, v in self.stats()["events"].items()}
+
     def stats(self) -> dict:
         sums = summed_counters(self._map("fwd_events"))
         events = {name: {"packets": sums.get(i, (0, 0))[0], "bytes": sums.get(i, (0, 0))[1]}
@@ -358,6 +355,11 @@ class Forwarder(AppHandle):
         return {"program": self.prog_id, "events": events,
                 "forwarded": sum(events[k]["packets"] for k in FORWARDED),
                 "to_stack": to_stack, "dropped": sum(events[k]["packets"] for k in DROPS)}
+
+
+def counted_since(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """The events whose packet count changed between two ``event_packets()``, and by how much."""
+    return {k: after[k] - before[k] for k in EVENTS if after[k] != before[k]}
 
 
 def _remove_orphan_pins() -> None:

@@ -16,7 +16,7 @@ import threading
 import time
 
 from xdpkit import netns
-from xdpkit.apps.forward.control import Forwarder
+from xdpkit.apps.forward.control import Forwarder, counted_since
 from xdpkit.errors import XdpkitError
 from xdpkit.lab import Lab
 
@@ -26,11 +26,7 @@ TCP_BYTES = 64 << 20
 
 def _counts(lab: Lab) -> dict:
     with netns.inside(lab.dut), Forwarder.open("in0") as fwd:
-        return {k: v["packets"] for k, v in fwd.stats()["events"].items()}
-
-
-def _delta(before: dict, after: dict) -> dict:
-    return {k: after[k] - before[k] for k in after if after[k] != before[k]}
+        return fwd.event_packets()
 
 
 def _ping(lab: Lab, dst: str, count: int) -> tuple[int, str]:
@@ -127,7 +123,7 @@ def run_demo(lab_name: str = "xfwdemo", log=print) -> dict:
 
         before = _counts(lab)
         rc, line = _ping(lab, a.dst_ip4, 10)
-        d = _delta(before, _counts(lab))
+        d = counted_since(before, _counts(lab))
         log(f"[3/6] ping {a.dst_ip4}: {line}")
         log(f"    to the stack (no neighbour yet): {d.get('no_neigh', 0)}, "
             f"at XDP: {d.get('looked_up', 0)} looked up + {d.get('forwarded', 0)} remembered")
@@ -135,7 +131,7 @@ def run_demo(lab_name: str = "xfwdemo", log=print) -> dict:
 
         before = _counts(lab)
         seconds = _tcp_transfer(lab)
-        d = _delta(before, _counts(lab))
+        d = counted_since(before, _counts(lab))
         log(f"[4/6] TCP: {TCP_BYTES >> 20} MiB from src to dst in {seconds:.2f}s "
             f"({TCP_BYTES * 8 / seconds / 1e9:.1f} Gbit/s); "
             f"{d.get('forwarded', 0) + d.get('looked_up', 0)} segments and ACKs forwarded at XDP")

@@ -228,8 +228,6 @@ static __always_inline int current_gen(int family, __u64 *gen)
 	return 0;
 }
 
-/* The next hop for ``f``: remembered, or found by the kernel and remembered. NULL with *verdict
- * set when the frame does not leave through the plane. */
 /* The memory of one family (IPv4 and IPv6 answers differ in size; v4 is 1 when constant), a
  * region per CPU of one array: a per-CPU array reads a pointer per lookup first, and with random
  * slots that read missed the cache (a profile's hottest instruction). */
