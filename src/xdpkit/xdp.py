@@ -606,6 +606,17 @@ def _detach_attachment(att: Attachment, ifindex: int, ifname: str) -> None:
     _netlink_detach(ifindex, att.mode, att.id)
 
 
+def detach_program(iface, prog_id: int) -> Attachment | None:
+    """Detach program ``prog_id`` from ``iface`` if it is still attached there (and only it: the
+    kernel compares before it detaches). Returns what was detached, or None."""
+    ifindex = nl.ifindex_of(iface)
+    for att in _attachments_of(nl.get_link(ifindex)):
+        if att.id == prog_id:
+            _detach_attachment(att, ifindex, nl.ifname_of(ifindex))
+            return att
+    return None
+
+
 def detach(iface, *, force: bool = False, mode=None) -> Attachment:
     """Detach the XDP program on ``iface`` (CLI ``unload``). Foreign programs need ``force``.
 

@@ -13,7 +13,7 @@ import xdpkit
 
 PACKAGE = Path(xdpkit.__file__).parent
 
-RANK = {"errors": -1, "_sys": 0, "core": 1, "ui": 2, "observe": 3, "lab": 3, "testing": 4, "apps": 5, "cli": 6}
+RANK = {"errors": -1, "_sys": 0, "core": 1, "ui": 2, "observe": 3, "lab": 3, "testing": 4, "apps": 5, "agent": 6, "cli": 7}
 
 
 def layer_of(module: str) -> str:

@@ -8,7 +8,7 @@ from xdpkit.apps.firewall import cli as firewall_cli
 from xdpkit.apps.lb import cli as lb_cli
 from xdpkit.apps.forward import cli as forward_cli
 from xdpkit.apps.afxdp import cli as afxdp_cli
-from xdpkit.cli import bench_cmd, commands, maps_cmd, observe_cmd, system_cmd, trafficgen_cmd
+from xdpkit.cli import agent_cmd, bench_cmd, commands, maps_cmd, observe_cmd, system_cmd, trafficgen_cmd
 from xdpkit.errors import VerifierError, XdpkitError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     forward_cli.register(sub)
     afxdp_cli.register(sub)
     observe_cmd.register(sub)
+    agent_cmd.register(sub)
     return p
 
 

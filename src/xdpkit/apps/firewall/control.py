@@ -217,6 +217,15 @@ class Firewall(AppHandle):
             rs.rules.append(parse_rule(text, line=i + 1))
         return rs
 
+    def fingerprint(self) -> tuple:
+        """``RuleSet.fingerprint()`` of the rule set in force, read without parsing its rules (a
+        ``file:`` set would be read again)."""
+        gen = self.generation
+        info = self._gen_info(gen)
+        pol, mal, nonip = info[7:_GEN_SETTINGS]
+        return ("deny" if pol else "allow", "drop" if mal else "pass", "drop" if nonip else "pass",
+                info[_GEN_RATE_SOURCES], tuple(self._slots(gen)))
+
     def _slots(self, gen: int) -> dict[str, int]:
         nrules = self._gen_info(gen)[0]
         texts, rules = self._map("fw_text"), self._map("fw_rule")

@@ -109,6 +109,11 @@ class RuleSet:
             out.append(f"rate-sources {self.rate_sources}")
         return out
 
+    def fingerprint(self) -> tuple:
+        """What a firewall in force shows of this rule set without reading address files: its
+        settings and normalised rule texts (``Firewall.fingerprint`` reads the same)."""
+        return (self.policy, self.malformed, self.non_ip, self.rate_sources, tuple(r.key() for r in self.rules))
+
 
 # Dotted-quad decimal only: no leading zeros (octal to inet_aton), no hex, no short forms, and a
 # prefix length of 0..32 written plainly. inet_aton then reads exactly what a person reads.
