@@ -37,20 +37,30 @@ MAX_BACKENDS = 32  # nets 21..52: clear of the VIP net (200) and the encap-sourc
 JOIN_TIMEOUT = 2.0
 
 
+MAX_NODES = 9     # LB nodes lb, lb2..lb9 on nets 11 and 62..69
+
+
 def _net(role: str) -> int:
+    if role.startswith("lb") and role != "lb":
+        return 60 + int(role[2:])
     return {"cli": 10, "lb": 11}.get(role) or 20 + int(role[2:])
 
 
 class LbLab:
-    """Namespaces ``{name}-cli``, ``{name}-rtr``, ``{name}-lb`` and ``{name}-be1``..``-beN``."""
+    """Namespaces ``{name}-cli``, ``{name}-rtr``, ``{name}-lb`` and ``{name}-be1``..``-beN``.
 
-    def __init__(self, name: str = "xlb", backends: int = 3):
+    ``nodes`` > 1 adds more load-balancer nodes ``{name}-lb2``.. (a fleet sharing one config);
+    the router sends the VIPs to one of them at a time (``route_vips_to``)."""
+
+    def __init__(self, name: str = "xlb", backends: int = 3, *, nodes: int = 1):
         if not isinstance(name, str) or not _NAME_RE.match(name):
             raise ConfigError(f"invalid lab name {name!r}: use 1-8 characters from a-z, 0-9 and '-', "
                               "not starting with '-'", field="name")
         if not isinstance(backends, int) or not 1 <= backends <= MAX_BACKENDS:
             raise ConfigError(f"backends must be 1..{MAX_BACKENDS}, not {backends!r}", field="backends")
-        self.name, self.backends = name, backends
+        if not isinstance(nodes, int) or not 1 <= nodes <= MAX_NODES:
+            raise ConfigError(f"nodes must be 1..{MAX_NODES}, not {nodes!r}", field="nodes")
+        self.name, self.backends, self.nodes = name, backends, nodes
         self._servers: list[BackendServers] = []
 
     def __enter__(self) -> LbLab:
@@ -63,7 +73,12 @@ class LbLab:
     # ---- names and addresses ----
     @property
     def roles(self) -> list[str]:
-        return ["cli", "rtr", "lb"] + [f"be{i}" for i in range(1, self.backends + 1)]
+        return ["cli", "rtr"] + self.lb_nodes + [f"be{i}" for i in range(1, self.backends + 1)]
+
+    @property
+    def lb_nodes(self) -> list[str]:
+        """The load-balancer nodes' roles: lb, then lb2..lbN."""
+        return ["lb"] + [f"lb{i}" for i in range(2, self.nodes + 1)]
 
     @property
     def namespaces(self) -> list[str]:
@@ -80,7 +95,8 @@ class LbLab:
     def _endpoint(self, role: str) -> str:
         if role in self.roles and role != "rtr":
             return role
-        raise ConfigError(f"{role!r} is not an endpoint; use cli, lb or be1..be{self.backends}", field="role")
+        raise ConfigError(f"{role!r} is not an endpoint; use cli, {', '.join(self.lb_nodes)} or be1..be{self.backends}",
+                          field="role")
 
     def address(self, role: str, family: int = 4, *, router: bool = False) -> str:
         """eth0 address of an endpoint, or with ``router=True`` the router's address on its link."""
@@ -173,7 +189,8 @@ class LbLab:
             # after XDP_TX only when the peer has an XDP program (veth_xdp_flush); with GRO
             # alone they sit there. A pass-through program on lb0 makes it a plain router port.
             with Object.from_file(builtin_object("receivers"), program="xdpkit_pass") as obj:
-                obj.programs["xdpkit_pass"].attach("lb0", mode="native", netlink=True)
+                for node in self.lb_nodes:
+                    obj.programs["xdpkit_pass"].attach(self.router_ifname(node), mode="native", netlink=True)
 
     @staticmethod
     def _configure(ifname: str, ip4: str, ip6: str) -> None:
@@ -181,6 +198,15 @@ class LbLab:
         _write(f"/proc/sys/net/ipv4/conf/{ifname}/rp_filter", "0")
         interfaces.add_address(ifname, f"{ip4}/24")
         interfaces.add_address(ifname, f"{ip6}/64", nodad=True)
+
+    def route_vips_to(self, node: str) -> None:
+        """Send the VIP networks to load-balancer node ``node`` (lb, lb2, ...) from now on."""
+        if node not in self.lb_nodes:
+            raise ConfigError(f"{node!r} is not a load-balancer node; use one of {', '.join(self.lb_nodes)}",
+                              field="node")
+        for net, family in ((VIP_NET4, 4), (VIP_NET6, 6)):
+            self.run("rtr", ["ip", f"-{family}", "route", "replace", net, "via", self.address(node, family)],
+                     check=True)
 
     # ---- doing things in it ----
     def run(self, role: str, argv: list[str], timeout: float = 10.0, *,
