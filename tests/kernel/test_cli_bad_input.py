@@ -25,6 +25,13 @@ def files(tmp_path_factory):
     (d / "set.netset").write_bytes(b"198.18.0.0/24\n\xff\xfe\n")
     (d / "uses_set.conf").write_text(f"deny src file:{d / 'set.netset'}\n")
     (d / "adir").mkdir()
+    for name, main in (("agent-toml", "version = 1\n[[firewall]\n"), ("agent-nofile", '[[firewall]]\ninterfaces = ["lo"]\nrules = "nope.rules"\n'),
+                       ("agent-key", '[[stats]]\ninterfaces = ["lo"]\nmod = "native"\n'),
+                       ("agent-ok", '[[stats]]\ninterfaces = ["lo"]\n')):
+        (d / name).mkdir()
+        (d / name / "xdpkit.toml").write_text(main)
+    (d / "agent-binary").mkdir()
+    (d / "agent-binary" / "xdpkit.toml").write_bytes(b"\x00\x01\xff\xfe")
     return d
 
 
@@ -83,6 +90,15 @@ CASES = [
     (["afxdp", "rxdrop", "lo", "--batch", "0"], "out of range"),
     (["afxdp", "rxdrop", "lo", "--duration", "-1"], "greater than 0"),
     (["afxdp", "dump", "lo", "-w", "/nonexistent/x.pcap", "--count", "1"], "cannot write /nonexistent/x.pcap"),
+    (["agent", "--config-dir", "/nonexistent/dir", "--check"], "config directory /nonexistent/dir does not exist"),
+    (["agent", "--config-dir", "{d}/adir", "--check"], "has no xdpkit.toml"),
+    (["agent", "--config-dir", "{d}/agent-binary", "--check"], "not a text file"),
+    (["agent", "--config-dir", "{d}/agent-toml", "--check"], "xdpkit.toml:2:"),
+    (["agent", "--config-dir", "{d}/agent-nofile", "--check"], "xdpkit.toml:3: [[firewall]] #1: rules names nope.rules"),
+    (["agent", "--config-dir", "{d}/agent-key", "--check"], "xdpkit.toml:3: [[stats]] #1: unknown key 'mod'"),
+    (["agent", "--config-dir", "{d}/agent-ok", "--listen", "198.18.0.1:99999"], "bad port"),
+    (["agent", "--config-dir", "{d}/agent-ok", "--interval", "0"], "greater than 0"),
+    (["agent", "--config-dir", "{d}/agent-ok", "--state-dir", "/proc/no/such", "--once"], "cannot write the agent's record"),
 ]
 
 

@@ -255,6 +255,9 @@ def load(directory: str) -> Desired:
         raise ConfigError(f"config directory {directory} does not exist",
                           hint="give the directory that holds xdpkit.toml (a ConfigMap volume)")
     reader = _Reader(directory)
+    if not os.path.isfile(os.path.join(reader.base, MAIN_FILE)):
+        raise ConfigError(f"config directory {directory} has no {MAIN_FILE}",
+                          hint="the agent reads the desired state from DIR/xdpkit.toml (see docs/agent.md)")
     text = reader.read(MAIN_FILE, "config")
     try:
         d = tomllib.loads(text)

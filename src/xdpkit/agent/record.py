@@ -27,6 +27,15 @@ class Owned:
 
 class Record:
     def __init__(self, state_dir: str = DEFAULT_STATE_DIR):
+        # checked before anything is loaded: a program the agent could not record would be
+        # one it can never tell from anyone else's
+        try:
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+            if not os.access(state_dir, os.W_OK):
+                raise PermissionError(13, "Permission denied")
+        except OSError as exc:
+            raise XdpkitError(f"cannot write the agent's record in {state_dir}: {exc.strerror}",
+                              hint="give a writable --state-dir (on Kubernetes, the hostPath /run/xdpkit)") from None
         self.path = os.path.join(state_dir, f"netns-{netns.current_id()}.json")
         self.owned: dict[str, Owned] = {}
         try:
