@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import ipaddress
 import os
 import re
 import tomllib
@@ -239,13 +240,32 @@ def _parse_lb(text: str, name: str) -> LbConfig:
         return cfg
     except ConfigError as exc:
         msg = str(exc)
-        m = re.search(r"\bvip #(\d+)", msg)
-        line = line_of(text, "vip", int(m.group(1)) - 1) if m else None
+        index = _vip_index(text, msg)
+        line = line_of(text, "vip", index) if index is not None else None
         if line is not None and msg.startswith(f"{name}: "):
             msg = f"{name}:{line}: {msg[len(name) + 2:]}"
         elif not msg.startswith(name):
             msg = f"{name}: {msg}"
         raise ConfigError(msg, hint=exc.hint) from None
+
+
+def _vip_index(text: str, msg: str) -> int | None:
+    """Which [[vip]] an LB error is about: "vip #N" (parsing) or "VIP proto/addr:port" (checks)."""
+    m = re.search(r"\bvip #(\d+)", msg)
+    if m:
+        return int(m.group(1)) - 1
+    m = re.search(r"\bVIP (\w+)/\[?([0-9a-fA-F.:]+?)\]?:(\d+)\b", msg)
+    if not m:
+        return None
+    try:
+        vips = tomllib.loads(text).get("vip", [])
+        want = (m.group(1), ipaddress.ip_address(m.group(2)), int(m.group(3)))
+        for i, v in enumerate(vips):
+            if (v.get("protocol"), ipaddress.ip_address(v.get("address")), v.get("port")) == want:
+                return i
+    except (ValueError, TypeError, AttributeError, tomllib.TOMLDecodeError):
+        pass
+    return None
 
 
 def load(directory: str) -> Desired:

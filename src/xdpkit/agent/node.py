@@ -7,7 +7,8 @@ change and every interval, and serves /metrics, /healthz and /readyz.
 A bad config changes nothing: the last good one stays in force (and is still reconciled, so
 drift is repaired), the error is logged with its file and line, and /readyz says why it is not
 ready. Reconciling runs in the main thread, so a SIGTERM in the middle of an apply rolls that
-apply back (see apps.transaction) before the agent exits.
+apply back (see apps.transaction) before the agent exits; one that came while the pass was
+planning acts at its first write, and one between interfaces stops the pass there.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from xdpkit.agent.logs import LOGGER, event
 from xdpkit.agent.reconcile import PassResult, reconcile, remove_all
 from xdpkit.agent.record import DEFAULT_STATE_DIR, Record
 from xdpkit.agent.server import Server
+from xdpkit.apps import transaction
 from xdpkit.dirwatch import DirWatch
 from xdpkit.errors import ConfigError, XdpkitError
 from xdpkit.observe.exporter import XdpkitCollector, parse_listen
@@ -141,7 +143,8 @@ class Agent:
         self._read_config()
         if self.desired is None:
             return None
-        result = reconcile(self.desired, self.record)
+        with transaction.interruptible():  # a signal now rolls back the change under way
+            result = reconcile(self.desired, self.record)
         result.errors.update(self.health_loops.sync(self.desired, result.managed))
         with self._lock:
             self.last = result

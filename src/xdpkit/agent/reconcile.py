@@ -23,6 +23,7 @@ from xdpkit import interfaces, xdp
 from xdpkit.agent.config import Desired, Entry
 from xdpkit.agent.planes import PLANES
 from xdpkit.agent.record import Owned, Record
+from xdpkit.apps.transaction import checkpoint
 from xdpkit.errors import XdpkitError
 
 
@@ -110,6 +111,7 @@ def reconcile(desired: Desired, record: Record) -> PassResult:
     present = {link.ifname for link in interfaces.list_links()}
     wanted, out.errors = desired.wanted(present)
     for ifname, entry in wanted.items():
+        checkpoint()  # SIGTERM between interfaces: stop here (inside agent's interruptible block)
         try:
             _one(ifname, entry, record, out)
         except XdpkitError as exc:
