@@ -79,6 +79,7 @@ def test_loads_what_the_config_names_and_serves_its_endpoints(node):
     assert 'xdpkit_agent_actions_total{action="loaded",app="firewall"} 1.0' in text
     assert f'xdpkit_agent_config_info{{hash="{body["hash"]}"}} 1.0' in text
     assert 'xdpkit_packets_total{ifname="a0",verdict="XDP_PASS"}' in text   # the exporter's part
+    assert 'xdpkit_firewall_rule_packets_total{' in text                   # and the apps' own
     loaded = a.events("loaded")
     assert {(e["app"], e["ifname"]) for e in loaded} == {("firewall", "a0"), ("stats", "a1")}
     assert all(e["level"] == "info" and e["node"] == ns.name and e["program_id"] > 0 for e in loaded)

@@ -39,7 +39,7 @@ DENIED_PORT = 7         # denied by the firewall, counted by its rule
 SPORTS = range(41000, 41024)
 
 
-def lb_toml(lab: LbLab, weights=(1, 1, 1), seed: int = 11) -> str:
+def lb_toml(lab: LbLab, weights=(1, 1, 1), seed: int = 11, health: bool = False) -> str:
     backends = ", ".join(f'{{ address = "{a}", weight = {w} }}' for a, w in zip(lab.backend_addresses(4), weights))
     return f"""seed = {seed}
 encap_source_v4 = "198.18.99.0/24"
@@ -50,7 +50,7 @@ protocol = "tcp"
 port = 80
 table_size = 1009
 backends = [{backends}]
-"""
+""" + ('health = { kind = "http", interval = 0.2, timeout = 0.5, rise = 2, fall = 2 }\n' if health else "")
 
 
 MAIN = """version = 1
@@ -71,8 +71,9 @@ deny udp dport {DENIED_PORT}
 """}
 
 
-def files(lab, **kw) -> dict:
-    return {"xdpkit.toml": MAIN, "lb.toml": lb_toml(lab, **kw)}
+def files(lab, *, health: bool = False, **kw) -> dict:
+    main = MAIN.replace("health = false", "health = true") if health else MAIN
+    return {"xdpkit.toml": main, "lb.toml": lb_toml(lab, health=health, **kw)}
 
 
 def start_agent(lab, role, base, log_name, extra=()) -> AgentProcess:
@@ -193,6 +194,36 @@ def test_a_bad_config_is_rejected_by_every_node_alike_and_the_fix_applies(fleet)
     for n in lab.lb_nodes:
         cfg, prog_id = kernel_lb_config(lab, n)
         assert cfg == want and prog_id == good[n][1]  # applied in place, not reloaded
+
+
+def test_every_node_runs_the_health_checks(fleet):
+    lab, servers, cm, _agents, _base = fleet
+    cm.update(files(lab, health=True))
+    key = f"tcp/{VIP4}:80 {lab.address('be1')}"
+
+    def down_everywhere(want: bool):
+        for n in lab.lb_nodes:
+            with xns.inside(lab.ns(n)), LoadBalancer.open("eth0") as lb:
+                if (key in lb.down()) != want:
+                    return False
+        return True
+
+    agent = node_agents(fleet)[0]
+    try:
+        servers.stop(1)
+        agent.wait_until(lambda _a: down_everywhere(True), what="be1 drained on every node")
+        for a in node_agents(fleet):
+            assert [e["backend"] for e in a.events("backend_down")] == [lab.address("be1")]
+        lab.route_vips_to("lb3")  # new flows (remembered ones stay on a drained backend)
+        assert {lab.client_get(VIP4, 80, sport=s, timeout=3.0) for s in range(42000, 42016)} <= {"be2", "be3"}
+        servers.start(1)
+        agent.wait_until(lambda _a: down_everywhere(False), what="be1 restored on every node")
+    finally:
+        servers.start(1)
+        lab.route_vips_to("lb")
+        cm.update(files(lab))
+    for a in node_agents(fleet):
+        a.wait_until(lambda x: not [e for e in x.events("backend_up")] == [], what="the up event")
 
 
 class UdpFlood:

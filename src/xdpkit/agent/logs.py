@@ -8,6 +8,7 @@ import sys
 import time
 
 LOGGER = "xdpkit.agent"
+QUIETER = ("xdpkit.lb.health",)   # its up/down lines: the agent logs them as events of its own
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,14 +35,18 @@ class TextFormatter(logging.Formatter):
 
 
 def setup(fmt: str, node: str, stream=None) -> logging.Logger:
-    log = logging.getLogger(LOGGER)
-    log.handlers.clear()
+    """Every xdpkit logger of the process (the apps' too) writes through one handler, so each
+    line on stdout is one JSON object."""
+    top = logging.getLogger("xdpkit")
+    top.handlers.clear()
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter(node) if fmt == "json" else TextFormatter())
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    return log
+    top.addHandler(handler)
+    top.setLevel(logging.INFO)
+    top.propagate = False
+    for name in QUIETER:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return logging.getLogger(LOGGER)
 
 
 def event(log: logging.Logger, level: int, msg: str, **fields) -> None:

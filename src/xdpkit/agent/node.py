@@ -32,7 +32,10 @@ from xdpkit.agent.server import Server
 from xdpkit.apps import transaction
 from xdpkit.dirwatch import DirWatch
 from xdpkit.errors import ConfigError, XdpkitError
-from xdpkit.observe.exporter import XdpkitCollector, parse_listen
+from xdpkit.apps.firewall import metrics as firewall_metrics
+from xdpkit.apps.forward import metrics as forward_metrics
+from xdpkit.apps.lb import metrics as lb_metrics
+from xdpkit.observe.exporter import XdpkitCollector, parse_listen, register_app_collector
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_LISTEN = "127.0.0.1:9435"
@@ -73,6 +76,8 @@ class Agent:
         self._watch: DirWatch | None = None
         self._server: Server | None = None
         self.health_loops = HealthLoops(self._on_health)
+        for app_metrics in (firewall_metrics, lb_metrics, forward_metrics):
+            register_app_collector(app_metrics.collect)  # per-rule, per-VIP, per-backend series
         self.dataplane = XdpkitCollector()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_AgentCollector(self))

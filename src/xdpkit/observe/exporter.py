@@ -44,8 +44,10 @@ def register_app_collector(fn) -> None:
     ``open_map(map_id)`` returns a cached :class:`xdpkit.maps.Map` (do not close it).
     Called at every scrape for every exported attachment; exceptions are counted in
     ``xdpkit_exporter_errors_total`` and do not fail the scrape.
+    Registering the same function again changes nothing.
     """
-    _APP_COLLECTORS.append(fn)
+    if fn not in _APP_COLLECTORS:
+        _APP_COLLECTORS.append(fn)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
