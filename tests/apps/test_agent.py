@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.agents import AgentProcess
+from xdpkit.lab.fleet import AgentProcess
 from xdpkit import xdp
 from xdpkit.apps.firewall.control import Firewall
 from xdpkit.apps.firewall.rules import parse_config as parse_rules

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from tests.agents import AgentProcess, ConfigMapDir
+from xdpkit.lab.fleet import AgentProcess, ConfigMapDir
 from xdpkit import xdp
 from xdpkit._sys import netns as xns
 from xdpkit.apps.firewall.control import Firewall

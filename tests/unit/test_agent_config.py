@@ -6,7 +6,7 @@ import select
 
 import pytest
 
-from tests.agents import ConfigMapDir
+from xdpkit.lab.fleet import ConfigMapDir
 from xdpkit.agent import config
 from xdpkit.dirwatch import DirWatch
 from xdpkit.errors import ConfigError

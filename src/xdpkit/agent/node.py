@@ -31,7 +31,7 @@ from xdpkit.agent.record import DEFAULT_STATE_DIR, Record
 from xdpkit.agent.server import Server
 from xdpkit.apps import transaction
 from xdpkit.dirwatch import DirWatch
-from xdpkit.errors import ConfigError, XdpkitError
+from xdpkit.errors import ConfigError
 from xdpkit.apps.firewall import metrics as firewall_metrics
 from xdpkit.apps.forward import metrics as forward_metrics
 from xdpkit.apps.lb import metrics as lb_metrics

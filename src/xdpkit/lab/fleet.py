@@ -1,6 +1,6 @@
-"""Agents as the fleet runs them, for tests: one `xdpkit agent` process per lab namespace (a
-"node"), reading a config directory laid out and updated the way kubelet does a ConfigMap
-volume."""
+"""A fleet on one machine: one `xdpkit agent` process per lab namespace (a "node"), reading a
+config directory laid out and updated the way kubelet does a ConfigMap volume. For the fleet
+tests and the agent benchmark; the agent runs as a process, as on a node, not imported."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,8 @@ import time
 import urllib.error
 import urllib.request
 
-from xdpkit._sys import netns as xns
+from xdpkit import netns as xns
+from xdpkit.errors import LabError
 
 
 class ConfigMapDir:
@@ -52,7 +53,8 @@ class ConfigMapDir:
 
 
 class AgentProcess:
-    """``xdpkit agent`` in namespace ``ns``, its JSON log in ``log_path``."""
+    """``xdpkit agent`` in namespace ``ns``, its JSON log in ``log_path``; ``get``/``readyz``/
+    ``metric`` ask its endpoints from inside the namespace; ``events`` reads its log."""
 
     def __init__(self, ns: str, config_dir, state_dir, log_path, *, interval: float = 1.0, port: int = 9435,
                  extra: tuple = ()):
@@ -89,7 +91,7 @@ class AgentProcess:
         last = None
         while time.monotonic() < end:
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"agent in {self.ns} exited with {self.proc.returncode}:\n{self.log()}")
+                raise LabError(f"agent in {self.ns} exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 last = predicate(self)
                 if last:
@@ -97,7 +99,7 @@ class AgentProcess:
             except (OSError, ValueError):
                 pass  # not listening yet
             time.sleep(0.05)
-        raise AssertionError(f"{what} in {self.ns}: not within {timeout} s (last: {last!r})\n{self.log()[-3000:]}")
+        raise LabError(f"{what} in {self.ns}: not within {timeout} s (last: {last!r})\n{self.log()[-3000:]}")
 
     def wait_ready(self, timeout: float = 20.0) -> dict:
         return self.wait_until(lambda a: (lambda c, b: b if c == 200 else None)(*a.readyz()), timeout, "ready")
@@ -119,7 +121,7 @@ class AgentProcess:
             try:
                 e = json.loads(line)
             except ValueError:
-                raise AssertionError(f"a log line that is not JSON: {line!r}") from None
+                raise LabError(f"a log line that is not JSON: {line!r}") from None
             if kind is None or e.get("event") == kind:
                 out.append(e)
         return out
@@ -138,4 +140,4 @@ class AgentProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"agent in {self.ns} did not stop on SIGTERM within {timeout} s") from None
+            raise LabError(f"agent in {self.ns} did not stop on SIGTERM within {timeout} s") from None
