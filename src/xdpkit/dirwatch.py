@@ -12,26 +12,25 @@ rename. A directory that is removed or replaced is watched again once it is back
 """
 from __future__ import annotations
 
-import os
-
 from xdpkit._sys import inotify as ino
 from xdpkit.errors import KernelError
+from xdpkit.kernel import OwnedFd
 
 _MASK = (ino.IN_CLOSE_WRITE | ino.IN_MOVED_TO | ino.IN_MOVED_FROM | ino.IN_CREATE | ino.IN_DELETE
          | ino.IN_ATTRIB | ino.IN_DELETE_SELF | ino.IN_MOVE_SELF | ino.IN_ONLYDIR)
 _GONE = ino.IN_DELETE_SELF | ino.IN_MOVE_SELF | ino.IN_IGNORED
 
 
-class DirWatch:
+class DirWatch(OwnedFd):
     def __init__(self, path: str):
+        super().__init__(ino.init())
         self.path = path
-        self._fd = ino.init()
         self._wd: int | None = None
         self._rewatch()
 
     def _rewatch(self) -> bool:
         try:
-            self._wd = ino.add_watch(self._fd, self.path, _MASK)
+            self._wd = ino.add_watch(self.fd, self.path, _MASK)
             return True
         except KernelError:
             self._wd = None  # not there (yet): changes() tries again
@@ -42,12 +41,12 @@ class DirWatch:
         return self._wd is not None
 
     def fileno(self) -> int:
-        return self._fd
+        return self.fd
 
     def changes(self) -> list[str]:
         """Names changed since the last call ("" for the directory itself); consumes the events."""
         names = []
-        for _wd, mask, name in ino.read_events(self._fd):
+        for _wd, mask, name in ino.read_events(self.fd):
             if mask & _GONE:
                 self._wd = None
                 names.append("")
@@ -56,14 +55,3 @@ class DirWatch:
         if self._wd is None and self._rewatch():
             names.append("")  # it is back: everything in it may be new
         return names
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

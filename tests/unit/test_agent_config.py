@@ -163,3 +163,23 @@ def test_the_watch_follows_a_directory_that_is_replaced(tmp_path):
         assert w.changes() == [""] and w.watching   # back: everything in it may be new
         (d / "x").write_text("1")
         assert select.select([w], [], [], 2.0)[0] == [w] and "x" in w.changes()
+
+
+def test_the_signature_changes_with_any_file_the_config_reads(tmp_path):
+    outside = tmp_path / "abs.netset"
+    outside.write_text("198.18.9.0/24\n")
+    d = make(tmp_path, **{"firewall.rules": f"deny src file:{outside},file:block.netset\n",
+                          "block.netset": "198.18.7.0/24\n"})
+    desired = config.load(d)
+    assert desired.outside == (str(outside),)
+    sig = config.signature(d, desired.outside)
+    assert config.signature(d, desired.outside) == sig
+    outside.write_text("198.18.10.0/24\n")                       # a file outside the directory
+    assert config.signature(d, desired.outside) != sig
+    sig = config.signature(d, desired.outside)
+    (tmp_path / "cfg" / "new.txt").write_text("x")              # a new file in it
+    assert config.signature(d, desired.outside) != sig
+    cm = ConfigMapDir(tmp_path / "cm", {"xdpkit.toml": MAIN, "firewall.rules": RULES, "lb.toml": LB})
+    sig = config.signature(cm.path)
+    cm.update({"xdpkit.toml": MAIN, "firewall.rules": RULES, "lb.toml": LB})   # same bytes, new ..data
+    assert config.signature(cm.path) != sig

@@ -84,6 +84,7 @@ class Desired:
     entries: tuple[Entry, ...] = ()
     exporter: bool = True
     digest: str = ""              # of every file read
+    outside: tuple[str, ...] = () # files read from elsewhere (absolute file: sets)
 
     def wanted(self, ifnames) -> tuple[dict[str, Entry], dict[str, str]]:
         """(interface -> entry, interface -> error) on a node with ``ifnames``: an interface two
@@ -115,6 +116,7 @@ class _Reader:
         self.base = os.path.realpath(data) if os.path.isdir(data) else directory
         self.sha = hashlib.sha256()
         self.texts: dict[str, str] = {}
+        self.outside: list[str] = []
 
     def read(self, name: str, what: str) -> str:
         if name in self.texts:
@@ -141,6 +143,8 @@ class _Reader:
                                 seen = part.encode() + b"\0" + hashlib.sha256(f.read()).digest()
                             self.sha.update(seen)
                             entry.update(seen)
+                            if not part[5:].startswith(self.directory.rstrip("/") + "/"):
+                                self.outside.append(part[5:])
                         except OSError:
                             pass  # the rule parser has read it; a race shows at the next read
 
@@ -309,4 +313,24 @@ def load(directory: str) -> Desired:
                 _fail(text, f"interface {name} is named by {named[name]} and {e.where}: "
                       "one XDP program runs on an interface")
             named[name] = e.where
-    return Desired(tuple(entries), exporter.get("enabled", True), reader.sha.hexdigest())
+    return Desired(tuple(entries), exporter.get("enabled", True), reader.sha.hexdigest(), tuple(reader.outside))
+
+
+def signature(directory: str, outside=()) -> tuple:
+    """What changes whenever a file the config is read from may have changed: names, sizes,
+    times and inodes in the directory (through ``..data``) and of ``outside`` files. Cheap,
+    so an interval re-check parses a big rule set again only when something changed."""
+    data = os.path.join(directory, "..data")
+    base = os.path.realpath(data) if os.path.isdir(data) else directory
+    out = []
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return ()
+    for path in [os.path.join(base, n) for n in names] + list(outside):
+        try:
+            st = os.stat(path)
+            out.append((path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+        except OSError:
+            out.append((path, None))
+    return (base, *out)

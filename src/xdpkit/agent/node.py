@@ -63,6 +63,7 @@ class Agent:
         self.generation = 0
         self.config_error = ""
         self.config_errors = 0
+        self._signature: tuple = ()
         self.applied_at = 0.0
         self.last: PassResult | None = None
         self.runs = {"ok": 0, "error": 0}
@@ -168,6 +169,10 @@ class Agent:
         return result
 
     def _read_config(self) -> None:
+        sig = agent_config.signature(self.config_dir, self.desired.outside if self.desired else ())
+        if sig and sig == self._signature:
+            return  # nothing the config is read from changed: the last result stands
+        self._signature = sig
         try:
             desired = agent_config.load(self.config_dir)
         except ConfigError as exc:

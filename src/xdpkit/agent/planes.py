@@ -40,36 +40,58 @@ class Plane:
         return gone
 
 
-class FirewallPlane(Plane):
+class AppPlane(Plane):
+    """An app with a control-plane handle (AppHandle): its config goes in through load and
+    apply, and what the kernel holds reads back comparable with what an entry wants."""
+
+    HANDLE = None
+
+    def config(self, entry: Entry):
+        raise NotImplementedError
+
+    def held(self, handle):
+        """What the app in the kernel holds, comparable with ``wanted``."""
+        raise NotImplementedError
+
+    def wanted(self, entry: Entry):
+        return self.config(entry)
+
+    def load(self, ifname, entry):
+        with self.HANDLE.load(ifname, self.config(entry), mode=XdpMode.parse(entry.mode)) as handle:
+            return handle.prog_id
+
+    def in_sync(self, att, entry):
+        with self.HANDLE.from_attachment(att) as handle:
+            return self.held(handle) == self.wanted(entry)
+
+    def apply(self, att, entry):
+        with self.HANDLE.from_attachment(att) as handle:
+            handle.apply(self.config(entry))
+
+
+class FirewallPlane(AppPlane):
     PROGRAM = FIREWALL
+    HANDLE = Firewall
 
-    def load(self, ifname, entry):
-        with Firewall.load(ifname, entry.ruleset, mode=XdpMode.parse(entry.mode)) as fw:
-            return fw.prog_id
+    def config(self, entry):
+        return entry.ruleset
 
-    def in_sync(self, att, entry):
-        with Firewall.from_attachment(att) as fw:
-            return fw.fingerprint() == entry.ruleset.fingerprint()
+    def held(self, handle):
+        return handle.fingerprint()   # rule texts and settings: address files are not re-read
 
-    def apply(self, att, entry):
-        with Firewall.from_attachment(att) as fw:
-            fw.apply(entry.ruleset)
+    def wanted(self, entry):
+        return entry.ruleset.fingerprint()
 
 
-class LbPlane(Plane):
+class LbPlane(AppPlane):
     PROGRAM = LB
+    HANDLE = LoadBalancer
 
-    def load(self, ifname, entry):
-        with LoadBalancer.load(ifname, entry.lb, mode=XdpMode.parse(entry.mode)) as lb:
-            return lb.prog_id
+    def config(self, entry):
+        return entry.lb
 
-    def in_sync(self, att, entry):
-        with LoadBalancer.from_attachment(att) as lb:
-            return lb.config() == entry.lb
-
-    def apply(self, att, entry):
-        with LoadBalancer.from_attachment(att) as lb:
-            lb.apply(entry.lb)
+    def held(self, handle):
+        return handle.config()
 
 
 class DecapPlane(Plane):
