@@ -7,13 +7,19 @@ import signal
 import sys
 import time
 
+import threading
+
 import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
 
 from xdpkit.lab.fleet import AgentProcess
 from xdpkit import xdp
 from xdpkit.apps.firewall.control import Firewall
 from xdpkit.apps.firewall.rules import parse_config as parse_rules
 from xdpkit.builtin import builtin_object
+from xdpkit.program import Program
 
 pytestmark = pytest.mark.kernel
 
@@ -62,6 +68,29 @@ def node(netns, tmp_path):
 def attached(ifname):
     atts = xdp.query(ifname)
     return atts[0] if atts else None
+
+
+def verdict(ifname: str, src: str) -> str:
+    """What the program on ``ifname`` does with a UDP packet from ``src`` (BPF_PROG_TEST_RUN)."""
+    ip = IPv6(src=src, dst="2001:db8:2::2") if ":" in src else IP(src=src, dst="198.18.2.2")
+    frame = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / ip / UDP(sport=1234, dport=53) / (b"x" * 18))
+    prog = Program.from_id(attached(ifname).id)
+    try:
+        return prog.run(frame).verdict.name
+    finally:
+        prog.close()
+
+
+BLOCKED6 = "2001:db8::1"    # the first address of big_set()
+
+
+def big_set(cfg, n: int = 400_000) -> None:
+    """A file: set of IPv6 /128s, big enough that applying it takes a while."""
+    net = ipaddress.ip_network("2001:db8::/32")
+    with open(cfg / "big.netset", "w") as f:
+        for i in range(n):
+            f.write(f"{net[i * 7919 + 1]}/128\n")
+    write(cfg, "big.rules", "policy allow\ndeny src file:big.netset\n")
 
 
 def test_loads_what_the_config_names_and_serves_its_endpoints(node):
@@ -192,11 +221,7 @@ def test_sigterm_in_the_middle_of_an_apply_rolls_it_back(node):
     write(cfg, "xdpkit.toml", main(fw(["a0"])))
     a = start()
     a.wait_ready()
-    net = ipaddress.ip_network("2001:db8::/32")
-    with open(cfg / "big.netset", "w") as f:   # IPv6 /128s: an apply that takes a while
-        for i in range(400_000):
-            f.write(f"{net[i * 7919 + 1]}/128\n")
-    write(cfg, "big.rules", "policy allow\ndeny src file:big.netset\n")
+    big_set(cfg)
     write(cfg, "xdpkit.toml", main(fw(["a0"], rules="big.rules")))
     a.wait_until(lambda x: x.events("config_accepted")[1:], timeout=60, what="the big config")
     a.proc.send_signal(signal.SIGTERM)
@@ -205,6 +230,36 @@ def test_sigterm_in_the_middle_of_an_apply_rolls_it_back(node):
     assert a.events("applied") == []
     with Firewall.open("a0") as f:
         assert f.fingerprint() == parse_rules(RULES).fingerprint()   # the old rule set, whole
+    assert verdict("a0", "198.18.66.5") == "XDP_DROP" and verdict("a0", BLOCKED6) == "XDP_PASS"
+
+
+def test_an_operator_applying_meanwhile_takes_turns_and_the_config_wins(node):
+    ns, cfg, start = node
+    write(cfg, "xdpkit.toml", main(fw(["a0"])))
+    a = start()
+    a.wait_ready()
+    (cfg.parent / "operator.conf").write_text("policy deny\n")
+    big_set(cfg)
+    operator = {}
+
+    def apply_by_hand():
+        time.sleep(0.3)   # while the agent compiles or writes the big set
+        operator["run"] = ns.run([sys.executable, "-m", "xdpkit", "firewall", "apply", "a0",
+                                  str(cfg.parent / "operator.conf")], timeout=120)
+
+    t = threading.Thread(target=apply_by_hand)
+    t.start()
+    write(cfg, "xdpkit.toml", main(fw(["a0"], rules="big.rules")))
+    t.join(timeout=150)
+    assert operator["run"].returncode == 0, operator["run"].stderr
+    want = parse_rules(f"policy allow\ndeny src file:{cfg}/big.netset\n").fingerprint()
+
+    def converged(_a):
+        with Firewall.open("a0") as f:
+            return f.fingerprint() == want
+    a.wait_until(converged, timeout=60, what="the config's rule set back in force")
+    assert verdict("a0", BLOCKED6) == "XDP_DROP" and verdict("a0", "198.18.66.5") == "XDP_PASS"
+    assert a.events("applied") and attached("a0").id == a.events("loaded")[0]["program_id"]
 
 
 def test_check_validates_without_touching_the_node(node):
