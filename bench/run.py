@@ -24,6 +24,7 @@ from xdpkit.bpffs import pin_root
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import afxdp  # noqa: E402  (bench/afxdp.py)
+import agent  # noqa: E402  (bench/agent.py)
 import firewall  # noqa: E402  (bench/firewall.py)
 import firewall_scale  # noqa: E402  (bench/firewall_scale.py)
 import forward  # noqa: E402  (bench/forward.py)
@@ -218,11 +219,14 @@ def main() -> int:
     res["forward"] = forward.run(args.duration, rounds=5)
     log("AF_XDP")
     res["afxdp"] = afxdp.run(args.duration)
+    log("node agent")
+    res["agent"] = agent.run()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(res, indent=2) + "\n")
     md = (markdown(res) + "\n" + stats_markdown(res["stats"]) + "\n" + firewall.markdown(res["firewall"]) + "\n"
           + firewall_scale.markdown(res["firewall_scale"]) + "\n" + lb.markdown(res["lb"]) + "\n"
-          + forward.markdown(res["forward"]) + "\n" + afxdp.markdown(res["afxdp"]))
+          + forward.markdown(res["forward"]) + "\n" + afxdp.markdown(res["afxdp"]) + "\n"
+          + agent.markdown(res["agent"]))
     (RESULTS / "latest.md").write_text(md)
     print(md)
     return 0

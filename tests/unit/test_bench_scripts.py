@@ -15,7 +15,7 @@ def test_bench_run_imports_and_finds_the_examples():
         spec.loader.exec_module(mod)
     finally:
         sys.path[:] = before
-        for name in ("firewall", "firewall_scale", "memory", "prefixsets", "lb", "observe"):
+        for name in ("agent", "firewall", "firewall_scale", "memory", "prefixsets", "lb", "observe"):
             sys.modules.pop(name, None)
     assert (mod.EXAMPLES / "xdp_pass.bpf.c").is_file()
     assert mod.RESULTS == REPO / "bench" / "results"
