@@ -71,7 +71,6 @@ class Agent:
         self.run_seconds = 0.0
         self.actions: dict[tuple[str, str], int] = {}
         self.heartbeat = time.monotonic()
-        self.started = time.time()
         self._lock = threading.Lock()
         self._stop = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -161,11 +160,16 @@ class Agent:
         """Read the directory; reconcile to the last good config (if there is one)."""
         self.heartbeat = time.monotonic()
         self._read_config()
-        if self.desired is None:
+        if self.desired is None or self._stop:  # a SIGTERM while reading: no pass
             return None
-        with transaction.interruptible():  # a signal now rolls back the change under way
-            result = reconcile(self.desired, self.record)
-        result.errors.update(self.health_loops.sync(self.desired, result.managed))
+        try:
+            with transaction.interruptible():  # a signal now rolls back the change under way
+                result = reconcile(self.desired, self.record)
+            result.errors.update(self.health_loops.sync(self.desired, result.managed))
+        except Exception as exc:  # a bug or an unforeseen kernel answer: report it, keep running
+            self.log.error(f"the reconcile pass failed: {exc!r}", exc_info=True,
+                           extra={"fields": {"event": "pass_failed"}})
+            result = PassResult(errors={"(pass)": f"the reconcile pass failed: {exc!r}"})
         with self._lock:
             self.last = result
             self.runs["error" if result.errors else "ok"] += 1
