@@ -11,6 +11,7 @@ demo: setup
 	$(VENV)/bin/xdpkit demo
 	$(VENV)/bin/xdpkit lb demo
 	$(VENV)/bin/xdpkit forward demo
+	$(VENV)/bin/xdpkit agent --demo
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -274,3 +274,19 @@ def test_check_validates_without_touching_the_node(node):
     r = ns.run([sys.executable, "-m", "xdpkit", "agent", "--config-dir", str(cfg), "--once",
                 "--state-dir", str(cfg.parent / "state")], timeout=60)
     assert r.returncode == 1 and '"event": "config_rejected"' in r.stdout
+
+
+def test_the_fleet_demo_shows_what_it_says():
+    from xdpkit.agent.demo import run_demo
+    from xdpkit.lab.lb_topology import LbLab
+    from xdpkit.testing.plugin import _claim
+
+    name = "t" + __import__("secrets").token_hex(3)
+    for ns in LbLab(name, nodes=3).namespaces:
+        _claim(ns)
+    lines = []
+    result = run_demo(name, log=lines.append)
+    assert result["ok"] and result["same_backends"] and len(result["hashes"]) == 1
+    assert result["restart"]["writes"] == [] and result["restart"]["after"] == result["restart"]["backend"]
+    assert all(ms < 2000 for ms in result["change_ms"].values())   # the watch, well within an interval
+    assert lines[-1].startswith("done in") and "OK" in lines[-1]

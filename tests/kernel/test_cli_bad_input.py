@@ -90,6 +90,7 @@ CASES = [
     (["afxdp", "rxdrop", "lo", "--batch", "0"], "out of range"),
     (["afxdp", "rxdrop", "lo", "--duration", "-1"], "greater than 0"),
     (["afxdp", "dump", "lo", "-w", "/nonexistent/x.pcap", "--count", "1"], "cannot write /nonexistent/x.pcap"),
+    (["agent", "--check"], "--config-dir is required"),
     (["agent", "--config-dir", "/nonexistent/dir", "--check"], "config directory /nonexistent/dir does not exist"),
     (["agent", "--config-dir", "{d}/adir", "--check"], "has no xdpkit.toml"),
     (["agent", "--config-dir", "{d}/agent-binary", "--check"], "not a text file"),
