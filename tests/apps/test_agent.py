@@ -262,6 +262,20 @@ def test_an_operator_applying_meanwhile_takes_turns_and_the_config_wins(node):
     assert a.events("applied") and attached("a0").id == a.events("loaded")[0]["program_id"]
 
 
+def test_a_second_agent_in_the_namespace_waits_for_the_first(node):
+    _ns, cfg, start = node
+    write(cfg, "xdpkit.toml", main(fw(["a0"])))
+    first = start()
+    first.wait_ready()
+    second = start(log="second")
+    waiting = second.wait_until(lambda x: x.events("waiting"), what="the second agent waiting")
+    assert waiting[0]["holder"] == first.proc.pid
+    assert second.events("started") == [] and first.readyz()[0] == 200   # it does nothing meanwhile
+    first.kill9()   # the kernel frees the claim with the process
+    second.wait_ready()
+    assert [e for e in second.events() if e.get("event") in ("loaded", "applied", "adopted")] == []
+
+
 def test_check_validates_without_touching_the_node(node):
     ns, cfg, _start = node
     write(cfg, "xdpkit.toml", main(fw(["a0"]), stats(["a1"])))

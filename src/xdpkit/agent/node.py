@@ -30,6 +30,7 @@ from xdpkit.agent.logs import LOGGER, event
 from xdpkit.agent.reconcile import PassResult, reconcile, remove_all
 from xdpkit.agent.record import DEFAULT_STATE_DIR, Record
 from xdpkit.agent.server import Server
+from xdpkit.agent.single import NamespaceClaim
 from xdpkit.apps import transaction
 from xdpkit.dirwatch import DirWatch
 from xdpkit.errors import ConfigError
@@ -76,6 +77,7 @@ class Agent:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._watch: DirWatch | None = None
         self._server: Server | None = None
+        self._claim = NamespaceClaim()
         self.health_loops = HealthLoops(self._on_health)
         for app_metrics in (firewall_metrics, lb_metrics, forward_metrics):
             register_app_collector(app_metrics.collect)  # per-rule, per-VIP, per-backend series
@@ -85,11 +87,18 @@ class Agent:
 
     # ---- the loop -------------------------------------------------------------------------
     def start(self) -> "Agent":
-        if self.watch_files:
-            self._watch = DirWatch(self.config_dir)
-        if self.listen is not None:
-            self._server = Server(self, *self.listen)
-            self.port = self._server.port
+        def waiting(pid):
+            event(self.log, logging.WARNING, f"another xdpkit agent (pid {pid or '?'}) runs in this network "
+                  "namespace; waiting for it to exit", event="waiting", holder=pid)
+        self._claim.acquire(on_wait=waiting)
+        try:
+            if self.watch_files:
+                self._watch = DirWatch(self.config_dir)
+            if self.listen is not None:
+                self._server = Server(self, *self.listen)
+        except BaseException:
+            self.close()
+            raise
         event(self.log, logging.INFO, "agent started", event="started", config_dir=self.config_dir,
               interval=self.interval, listen=self.url, pid=os.getpid())
         return self
@@ -263,6 +272,7 @@ class Agent:
             self._watch = None
         self.health_loops.close()
         self.dataplane.close()
+        self._claim.close()
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 os.close(fd)
