@@ -43,7 +43,7 @@ from xdpkit.apps.lb.config import parse_config
 from xdpkit.apps.lb.control import LoadBalancer
 from xdpkit.errors import LabError, XdpkitError
 from xdpkit.lab.fleet import AgentProcess, ConfigMapDir
-from xdpkit.lab.lb_topology import VIP4, LbLab
+from xdpkit.lab.lb_topology import LbLab
 
 NODES = 5
 BACKENDS = 3
@@ -74,17 +74,7 @@ def log(msg: str) -> None:
 
 def lb_toml(lab: LbLab, weights=(1, 1, 1)) -> str:
     """The fleet test's LB config (tests/apps/test_agent_fleet.py)."""
-    backends = ", ".join(f'{{ address = "{a}", weight = {w} }}' for a, w in zip(lab.backend_addresses(4), weights))
-    return f"""seed = 11
-encap_source_v4 = "198.18.99.0/24"
-
-[[vip]]
-address = "{VIP4}"
-protocol = "tcp"
-port = 80
-table_size = 1009
-backends = [{backends}]
-"""
+    return lab.lb_config(weights, seed=11, table_size=1009)
 
 
 def _log_time(e: dict) -> float:

@@ -39,18 +39,11 @@ DENIED_PORT = 7         # denied by the firewall, counted by its rule
 SPORTS = range(41000, 41024)
 
 
-def lb_toml(lab: LbLab, weights=(1, 1, 1), seed: int = 11, health: bool = False) -> str:
-    backends = ", ".join(f'{{ address = "{a}", weight = {w} }}' for a, w in zip(lab.backend_addresses(4), weights))
-    return f"""seed = {seed}
-encap_source_v4 = "198.18.99.0/24"
+HEALTH = '{ kind = "http", interval = 0.2, timeout = 0.5, rise = 2, fall = 2 }'
 
-[[vip]]
-address = "{VIP4}"
-protocol = "tcp"
-port = 80
-table_size = 1009
-backends = [{backends}]
-""" + ('health = { kind = "http", interval = 0.2, timeout = 0.5, rise = 2, fall = 2 }\n' if health else "")
+
+def lb_toml(lab: LbLab, weights=(1, 1, 1), health: bool = False) -> str:
+    return lab.lb_config(weights, seed=11, table_size=1009, health=HEALTH if health else "")
 
 
 MAIN = """version = 1

@@ -32,19 +32,6 @@ health = false
 """
 
 
-def _lb_toml(lab: LbLab, weights) -> str:
-    backends = ", ".join(f'{{ address = "{a}", weight = {w} }}' for a, w in zip(lab.backend_addresses(4), weights))
-    return f"""seed = 5
-encap_source_v4 = "198.18.99.0/24"
-
-[[vip]]
-address = "{VIP4}"
-protocol = "tcp"
-port = 80
-backends = [{backends}]
-"""
-
-
 def _kernel_config(lab: LbLab, node: str):
     with netns.inside(lab.ns(node)), LoadBalancer.open("eth0") as lb:
         return lb.config()
@@ -69,7 +56,7 @@ def run_demo(lab_name: str = "xfleet", log=print) -> dict:
         for i in range(1, 4):
             with netns.inside(lab.ns(f"be{i}")):
                 decap_load("eth0")
-        cm = ConfigMapDir(f"{work}/config", {"xdpkit.toml": MAIN, "lb.toml": _lb_toml(lab, (1, 1, 1))})
+        cm = ConfigMapDir(f"{work}/config", {"xdpkit.toml": MAIN, "lb.toml": lab.lb_config((1, 1, 1), seed=5)})
         log(f"[2/7] one agent per node, all reading {cm.path} (laid out like a ConfigMap volume)")
         for node in lab.lb_nodes:
             agents[node] = agent(node, node)
@@ -90,7 +77,7 @@ def run_demo(lab_name: str = "xfleet", log=print) -> dict:
         lab.route_vips_to("lb")
 
         log("[4/7] a config change (weights 1:1:1 -> 3:1:1), written like kubelet does:")
-        want = _lb_toml(lab, (3, 1, 1))
+        want = lab.lb_config((3, 1, 1), seed=5)
         t0 = time.monotonic()
         cm.update({"xdpkit.toml": MAIN, "lb.toml": want})
         reached = {}

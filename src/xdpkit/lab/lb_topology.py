@@ -119,6 +119,17 @@ class LbLab:
     def backend_addresses(self, family: int = 4) -> list[str]:
         return [self.address(f"be{i}", family) for i in range(1, self.backends + 1)]
 
+    def lb_config(self, weights=None, *, seed: int = 0, table_size: int = 0, health: str = "") -> str:
+        """A load balancer config (TOML) for this lab: VIP4 tcp/80 over every backend, with
+        ``weights`` (default 1 each), outer sources from 198.18.99.0/24; ``health`` is an inline
+        table's text such as '{ kind = "http", interval = 0.2 }'."""
+        weights = weights or (1,) * self.backends
+        backends = ", ".join(f'{{ address = "{a}", weight = {w} }}' for a, w in zip(self.backend_addresses(4), weights))
+        return "\n".join([f"seed = {seed}", 'encap_source_v4 = "198.18.99.0/24"', "", "[[vip]]",
+                          f'address = "{VIP4}"', 'protocol = "tcp"', "port = 80",
+                          *([f"table_size = {table_size}"] if table_size else []),
+                          *([f"health = {health}"] if health else []), f"backends = [{backends}]", ""])
+
     # ---- lifecycle ----
     def exists(self) -> bool:
         """True if any of the lab's namespaces exists (a half-built lab exists too)."""

@@ -22,20 +22,6 @@ from xdpkit.errors import ConfigError, XdpkitError
 WEIGHTS = (1, 1, 2)
 
 
-def _config(lab: LbLab) -> str:
-    backends = ", ".join(f'{{ address = "{a}", weight = {w} }}'
-                         for a, w in zip(lab.backend_addresses(4), WEIGHTS))
-    return f"""
-encap_source_v4 = "198.18.99.0/24"
-
-[[vip]]
-address = "{VIP4}"
-protocol = "tcp"
-port = 80
-backends = [{backends}]
-"""
-
-
 def _spread(lab: LbLab, connections: int) -> dict[str, int]:
     got = Counter(lab.client_get(VIP4, 80, timeout=2.0) for _ in range(connections))
     return {name: got.get(name, 0) for name in (f"be{i}" for i in range(1, lab.backends + 1))}
@@ -64,7 +50,7 @@ def run_demo(lab_name: str = "xlbdemo", connections: int = 200, log=print) -> di
             with netns.inside(lab.ns(f"be{i}")):
                 decap_load("eth0")
         with netns.inside(lab.ns("lb")):
-            lb = LoadBalancer.load("eth0", parse_config(_config(lab)))
+            lb = LoadBalancer.load("eth0", parse_config(lab.lb_config(WEIGHTS)))
         try:
             log(f"[3/6] load balancer on {lab.ns('lb')}/eth0: {vip} -> be1, be2, be3 with weights "
                 + ":".join(map(str, WEIGHTS)))
