@@ -12,6 +12,7 @@ The targets of the fleet issue, each end to end with real packets and connection
   packet lost, the connection stays on its backend, the firewall's counters continue.
 """
 import calendar
+import hashlib
 import json
 import secrets
 import socket
@@ -24,6 +25,7 @@ import pytest
 from xdpkit.lab.fleet import AgentProcess, ConfigMapDir
 from xdpkit import xdp
 from xdpkit._sys import netns as xns
+from xdpkit.apps.firewall import sized
 from xdpkit.apps.firewall.control import Firewall
 from xdpkit.apps.lb.config import parse_config
 from xdpkit.apps.lb.control import LoadBalancer, decap_load
@@ -36,6 +38,7 @@ NODES = 5
 INTERVAL = 1.0
 FLOOD_PORT = 9999       # legitimate UDP from the client to be1, through the router's firewall
 DENIED_PORT = 7         # denied by the firewall, counted by its rule
+RATED_PORT = 5          # rate-limited per source: the state the firewall keeps must survive
 SPORTS = range(41000, 41024)
 
 
@@ -61,6 +64,7 @@ interfaces = ["cli0"]
 rules = "firewall.rules"
 """, "firewall.rules": f"""policy allow
 deny udp dport {DENIED_PORT}
+ratelimit udp dport {RATED_PORT} rate 1/s per-source
 """}
 
 
@@ -275,13 +279,26 @@ class UdpFlood:
             self.rx.close()
 
 
+def rate_state(lab) -> dict:
+    """A digest of the router firewall's rate-limit state: per rule and per source."""
+    with xns.inside(lab.ns("rtr")), Firewall.open("cli0") as fw, sized.inner_maps(fw, sized.RATE_MAPS) as held:
+        out = {(name, slot): hashlib.sha256(b"".join(k + v for k, v in m.raw_items())).hexdigest()
+               for name, slot, m in held}
+        out["per rule"] = hashlib.sha256(b"".join(k + v for k, v in fw._map("fw_rl_rule").raw_items())).hexdigest()
+        return out
+
+
 def test_kill9_and_restart_under_flood_loses_nothing(fleet):
     lab, _servers, _cm, agents, base = fleet
     lab.route_vips_to("lb")
     rtr_agent, lb_agent = agents[lab.ns("rtr")], agents[lab.ns("lb")]
+    with UdpFlood(lab, lab.address("be1"), RATED_PORT, count=20, rate=1000, rx_ns=None):
+        pass   # 20 from one source in 20 ms: 1/s lets one through
     with xns.inside(lab.ns("rtr")), Firewall.open("cli0") as fw:
         fw_prog = fw.prog_id
         denied_before = fw.stats()["rules"][0]["packets"]
+        assert fw.stats()["rules"][1]["packets"] >= 18   # over the rate: the state is real
+    rates = rate_state(lab)
     lb_prog = kernel_lb_config(lab, "lb")[1]
     flows = backends_through(lab, "lb")
     with lab.client_hold(VIP4, 80, timeout=3.0) as held:
@@ -310,6 +327,7 @@ def test_kill9_and_restart_under_flood_loses_nothing(fleet):
         assert fw.stats()["rules"][0]["packets"] == denied_before + 3000  # counted across the restart
     assert kernel_lb_config(lab, "lb")[1] == lb_prog
     assert backends_through(lab, "lb") == flows  # established mapping unchanged
+    assert rate_state(lab) == rates   # rate-limit state untouched by the restart
 
 
 def test_sigterm_leaves_the_data_plane_and_a_watchless_restart_adopts_it(fleet):
