@@ -259,7 +259,8 @@ def test_an_operator_applying_meanwhile_takes_turns_and_the_config_wins(node):
             return f.fingerprint() == want
     a.wait_until(converged, timeout=60, what="the config's rule set back in force")
     assert verdict("a0", BLOCKED6) == "XDP_DROP" and verdict("a0", "198.18.66.5") == "XDP_PASS"
-    assert a.events("applied") and attached("a0").id == a.events("loaded")[0]["program_id"]
+    a.wait_until(lambda x: x.events("applied"), what="the apply logged")   # logged after the pass
+    assert attached("a0").id == a.events("loaded")[0]["program_id"]
 
 
 def test_a_second_agent_in_the_namespace_waits_for_the_first(node):

@@ -179,19 +179,24 @@ class Agent:
             self.log.error(f"the reconcile pass failed: {exc!r}", exc_info=True,
                            extra={"fields": {"event": "pass_failed"}})
             result = PassResult(errors={"(pass)": f"the reconcile pass failed: {exc!r}"})
+        # logged before it is published: whoever sees the pass on /readyz finds it in the log
+        for a in result.actions:
+            level = logging.WARNING if a.action == "repaired" else logging.INFO
+            event(self.log, level, f"{a.action} {a.app} on {a.ifname}" + (f": {a.detail}" if a.detail else ""),
+                  event=a.action, app=a.app, ifname=a.ifname, program_id=a.program_id,
+                  generation=self.generation, hash=self.desired.digest[:12])
+        previous = self.last.errors if self.last else {}
+        for ifname, err in sorted(result.errors.items()):
+            if previous.get(ifname) != err:  # once, not every interval
+                event(self.log, logging.ERROR, err, event="reconcile_error", ifname=ifname)
+        for ifname in sorted(set(previous) - set(result.errors)):
+            event(self.log, logging.INFO, f"{ifname}: resolved", event="reconcile_resolved", ifname=ifname)
         with self._lock:
             self.last = result
             self.runs["error" if result.errors else "ok"] += 1
             self.run_seconds += result.seconds
             for a in result.actions:
                 self.actions[(a.action, a.app)] = self.actions.get((a.action, a.app), 0) + 1
-        for a in result.actions:
-            level = logging.WARNING if a.action == "repaired" else logging.INFO
-            event(self.log, level, f"{a.action} {a.app} on {a.ifname}" + (f": {a.detail}" if a.detail else ""),
-                  event=a.action, app=a.app, ifname=a.ifname, program_id=a.program_id,
-                  generation=self.generation, hash=self.desired.digest[:12])
-        for ifname, err in sorted(result.errors.items()):
-            event(self.log, logging.ERROR, err, event="reconcile_error", ifname=ifname)
         self.heartbeat = time.monotonic()
         return result
 
@@ -204,25 +209,25 @@ class Agent:
             desired = agent_config.load(self.config_dir)
         except ConfigError as exc:
             msg = str(exc)
-            with self._lock:
-                new = msg != self.config_error
-                self.config_error = msg
-                if new:
-                    self.config_errors += 1
-            if new:
+            if msg != self.config_error:  # logged first, then shown on /readyz and /metrics
                 kept = f"generation {self.generation} stays in force" if self.desired else "nothing is applied"
                 event(self.log, logging.ERROR, f"config rejected: {msg}; {kept}", event="config_rejected",
                       error=msg, hint=exc.hint or "", generation=self.generation)
+                with self._lock:
+                    self.config_error = msg
+                    self.config_errors += 1
             return
+        if self.desired is not None and desired.digest == self.desired.digest:
+            with self._lock:
+                self.config_error = ""   # back to the config in force
+            return
+        event(self.log, logging.INFO, f"config generation {self.generation + 1} accepted", event="config_accepted",
+              generation=self.generation + 1, hash=desired.digest, entries=len(desired.entries))
         with self._lock:
             self.config_error = ""
-            if self.desired is not None and desired.digest == self.desired.digest:
-                return
             self.desired = desired
             self.generation += 1
             self.applied_at = time.time()
-        event(self.log, logging.INFO, f"config generation {self.generation} accepted", event="config_accepted",
-              generation=self.generation, hash=desired.digest, entries=len(desired.entries))
 
     def _cleanup(self) -> None:
         self.health_loops.close()
