@@ -46,9 +46,11 @@ class DirWatch(OwnedFd):
     def changes(self) -> list[str]:
         """Names changed since the last call ("" for the directory itself); consumes the events."""
         names = []
-        for _wd, mask, name in ino.read_events(self.fd):
+        for wd, mask, name in ino.read_events(self.fd):
             if mask & _GONE:
-                self._wd = None
+                if self._wd is not None and wd == self._wd:
+                    ino.rm_watch(self.fd, wd)   # a moved directory would go on reporting
+                    self._wd = None
                 names.append("")
             else:
                 names.append(name)

@@ -305,3 +305,72 @@ def test_the_fleet_demo_shows_what_it_says():
     assert result["restart"]["writes"] == [] and result["restart"]["after"] == result["restart"]["backend"]
     assert all(ms < 2000 for ms in result["change_ms"].values())   # the watch, well within an interval
     assert lines[-1].startswith("done in") and "OK" in lines[-1]
+
+
+LB_NO_SOURCE = """[[vip]]
+address = "198.18.200.1"
+protocol = "tcp"
+port = 80
+backends = [{ address = "198.18.21.2" }]
+"""   # no encap_source_v4, and the test interfaces have no IPv4 address: this node cannot load it
+
+
+def lb_table(ifaces, mode="auto") -> str:
+    return f'[[lb]]\ninterfaces = {list(ifaces)!r}\nconfig = "lb.toml"\nhealth = false\nmode = "{mode}"\n'.replace("'", '"')
+
+
+def test_a_replacement_that_fails_leaves_the_old_program_in_place(node):
+    _ns, cfg, start = node
+    write(cfg, "lb.toml", LB_NO_SOURCE)
+    write(cfg, "xdpkit.toml", main(stats(["a0", "a1"])))
+    a = start()
+    a.wait_ready()
+    before = {i: (attached(i).id, attached(i).mode.value) for i in ("a0", "a1")}
+    assert before["a0"][1] == "native"
+    # a0: another app in the same mode (one atomic swap); a1: another app in another mode (detach,
+    # attach): both fail on this node, and both interfaces keep the program they had
+    write(cfg, "xdpkit.toml", main(lb_table(["a0"]), lb_table(["a1"], mode="generic")))
+    code, body = a.wait_until(lambda x: (lambda c, b: (c, b) if len(b["reasons"]) == 2 else None)(*x.readyz()))
+    assert code == 503 and all("no IPv4 address" in r for r in body["reasons"]), body
+    for i in ("a0", "a1"):
+        assert (attached(i).id, attached(i).mode.value) == before[i]
+    time.sleep(2 * INTERVAL)
+    assert {i: (attached(i).id, attached(i).mode.value) for i in ("a0", "a1")} == before
+
+
+def test_a_repeated_rule_is_not_drift(node):
+    _ns, cfg, start = node
+    write(cfg, "firewall.rules", RULES + "deny src 198.18.66.0/24\n")
+    write(cfg, "xdpkit.toml", main(fw(["a0"])))
+    a = start()
+    a.wait_ready()
+    time.sleep(4 * INTERVAL)
+    assert a.events("repaired") == [] and a.metric('xdpkit_agent_actions_total{action="loaded",app="firewall"}') == 1
+
+
+def test_an_operators_program_in_another_mode_is_reported_not_reloaded(node):
+    _ns, cfg, start = node
+    with Firewall.load("a1", parse_rules(RULES), mode="generic") as f:
+        operators = f.prog_id
+    write(cfg, "xdpkit.toml", main(fw(["a1"], mode="native")))
+    a = start()
+    code, body = a.wait_until(lambda x: (lambda c, b: (c, b) if b["reasons"] and "a1" in b["reasons"][0] else None)(*x.readyz()))
+    assert code == 503 and "the agent reloads only its own programs" in body["reasons"][0]
+    assert attached("a1").id == operators and attached("a1").mode.value == "generic"
+    a.stop()
+    Firewall.unload("a1")
+
+
+def test_a_renamed_interface_keeps_its_program_and_owner(node):
+    ns, cfg, start = node
+    write(cfg, "xdpkit.toml", main(stats(["[ac]2"])))
+    a = start()
+    a.wait_ready()
+    prog = attached("a2").id
+    for argv in (["ip", "link", "set", "a2", "down"], ["ip", "link", "set", "a2", "name", "c2"],
+                 ["ip", "link", "set", "c2", "up"]):
+        assert ns.run(argv).returncode == 0
+    a.wait_until(lambda x: x.readyz()[1]["interfaces"] == {"c2": "stats"}, what="the record following the rename")
+    assert attached("c2").id == prog
+    assert [e for e in a.events() if e.get("event") in ("loaded", "adopted", "reloaded", "unloaded")] == \
+        [e for e in a.events("loaded") if e["ifname"] == "a2"]

@@ -99,6 +99,7 @@ CASES = [
     (["agent", "--config-dir", "{d}/agent-key", "--check"], "xdpkit.toml:3: [[stats]] #1: unknown key 'mod'"),
     (["agent", "--config-dir", "{d}/agent-ok", "--listen", "198.18.0.1:99999"], "bad port"),
     (["agent", "--config-dir", "{d}/agent-ok", "--interval", "0"], "greater than 0"),
+    (["agent", "--config-dir", "{d}/agent-ok", "--interval", "1e300"], "out of range 0.01..86400"),
     (["agent", "--config-dir", "{d}/agent-ok", "--state-dir", "/proc/no/such", "--once"], "cannot write the agent's record"),
 ]
 

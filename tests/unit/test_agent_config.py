@@ -160,26 +160,65 @@ def test_the_watch_follows_a_directory_that_is_replaced(tmp_path):
         os.rename(d, tmp_path / "old")
         assert select.select([w], [], [], 2.0)[0] == [w] and "" in w.changes() and not w.watching
         d.mkdir()
-        assert w.changes() == [""] and w.watching   # back: everything in it may be new
+        assert set(w.changes()) == {""} and w.watching   # back: everything in it may be new
         (d / "x").write_text("1")
         assert select.select([w], [], [], 2.0)[0] == [w] and "x" in w.changes()
 
 
 def test_the_signature_changes_with_any_file_the_config_reads(tmp_path):
-    outside = tmp_path / "abs.netset"
-    outside.write_text("198.18.9.0/24\n")
-    d = make(tmp_path, **{"firewall.rules": f"deny src file:{outside},file:block.netset\n",
-                          "block.netset": "198.18.7.0/24\n"})
-    desired = config.load(d)
-    assert desired.outside == (str(outside),)
-    sig = config.signature(d, desired.outside)
-    assert config.signature(d, desired.outside) == sig
-    outside.write_text("198.18.10.0/24\n")                       # a file outside the directory
-    assert config.signature(d, desired.outside) != sig
-    sig = config.signature(d, desired.outside)
-    (tmp_path / "cfg" / "new.txt").write_text("x")              # a new file in it
-    assert config.signature(d, desired.outside) != sig
+    d = make(tmp_path, **{"firewall.rules": "deny src file:block.netset\n", "block.netset": "198.18.7.0/24\n"})
+    sig = config.signature(d)
+    assert config.signature(d) == sig
+    (tmp_path / "cfg" / "block.netset").write_text("198.18.8.0/24\n")  # an address file
+    assert config.signature(d) != sig
+    sig = config.signature(d)
+    (tmp_path / "cfg" / "new.txt").write_text("x")                  # a new file
+    assert config.signature(d) != sig
     cm = ConfigMapDir(tmp_path / "cm", {"xdpkit.toml": MAIN, "firewall.rules": RULES, "lb.toml": LB})
     sig = config.signature(cm.path)
     cm.update({"xdpkit.toml": MAIN, "firewall.rules": RULES, "lb.toml": LB})   # same bytes, new ..data
     assert config.signature(cm.path) != sig
+
+
+@pytest.mark.parametrize("files,words", [
+    ({"firewall.rules": "deny src file:/etc/hosts.netset\n"}, "firewall.rules: line 1: file:/etc/hosts.netset must name"),
+    ({"firewall.rules": "# file:/x in a comment is fine\ndeny src file:../up.netset\n"},
+     "firewall.rules: line 2: file:../up.netset must name a file of the config directory"),
+    ({"xdpkit.toml": 'version = 1\n[[firewall]]\ninterfaces = ["eth0"]\nrules = ["x"]\n'},
+     "rules must be the name of a file in the config directory, not ['x']"),
+    ({"xdpkit.toml": 'version = 1\n[[lb]]\ninterfaces = ["eth0"]\nconfig = {a = 1}\n'},
+     "config must be the name of a file in the config directory, not {'a': 1}"),
+    ({"xdpkit.toml": "x = " + "[" * 5000 + "]" * 5000 + "\n"}, "nests too deeply"),
+    ({"firewall.rules": "deny src file:b.netset\n", "b.netset": "198.18.0.0/24\n\xff\n"},
+     "b.netset"),
+])
+def test_odd_inputs_get_one_clear_error(tmp_path, files, words):
+    files = {k: v.encode("latin-1") if "\xff" in v else v for k, v in files.items()}
+    d = tmp_path / "cfg"
+    d.mkdir()
+    for name, text in {"xdpkit.toml": MAIN, "firewall.rules": RULES, "lb.toml": LB, **files}.items():
+        (d / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    assert words in error_of(str(d))
+
+
+def test_a_non_utf8_file_is_named_the_same_on_every_node(tmp_path):
+    files = {"xdpkit.toml": MAIN, "firewall.rules": RULES, "lb.toml": LB}
+    messages = set()
+    for node in ("a", "b"):
+        cm = ConfigMapDir(tmp_path / node, files)
+        (tmp_path / node / os.readlink(os.path.join(cm.path, "..data")) / "lb.toml").write_bytes(b"seed = 1\n\xff\n")
+        messages.add(error_of(cm.path))
+    assert len(messages) == 1 and "config lb.toml: line 2 is not UTF-8" in messages.pop()
+
+
+def test_a_file_set_changing_while_it_is_read_is_refused_not_half_used(tmp_path, monkeypatch):
+    d = make(tmp_path, **{"firewall.rules": "deny src file:block.netset\n", "block.netset": "198.18.7.0/24\n"})
+    real = config.parse_rules
+
+    def parse_then_change(*args, **kw):
+        out = real(*args, **kw)
+        (tmp_path / "cfg" / "block.netset").write_text("198.18.8.0/24\n")   # a feed updated meanwhile
+        return out
+
+    monkeypatch.setattr(config, "parse_rules", parse_then_change)
+    assert "block.netset changed while it was read" in error_of(d)

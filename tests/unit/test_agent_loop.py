@@ -15,7 +15,7 @@ def test_an_unforeseen_failure_is_reported_and_the_agent_goes_on(tmp_path, monke
     (cfg / "xdpkit.toml").write_text('[[stats]]\ninterfaces = ["x0"]\n')
     calls = []
 
-    def broken(desired, record):
+    def broken(desired, record, on_wait=None):
         calls.append(desired)
         raise RuntimeError("netlink said something odd")
 

@@ -27,6 +27,7 @@ _EVENT = struct.Struct("iIII")  # struct inotify_event {wd, mask, cookie, len} +
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.inotify_init1.argtypes = [ctypes.c_int]
 _libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+_libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
 
 
 def init() -> int:
@@ -42,6 +43,11 @@ def add_watch(fd: int, path: str, mask: int) -> int:
     if wd < 0:
         raise KernelError("inotify_add_watch", ctypes.get_errno(), path)
     return wd
+
+
+def rm_watch(fd: int, wd: int) -> None:
+    """Drop a watch; one the kernel dropped already (its directory was deleted) is no error."""
+    _libc.inotify_rm_watch(fd, wd)
 
 
 def read_events(fd: int) -> list[tuple[int, int, str]]:

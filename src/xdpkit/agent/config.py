@@ -54,6 +54,7 @@ _EXPORTER_KEYS = {"enabled"}
 _PATTERN = re.compile(r"[*?\[]")
 _BAD_IFNAME = re.compile(r"[\s/:]")
 _FILE_SET = re.compile(r"(?<=[\s,])file:(?!/)")   # a relative file: set in a rule
+_FILE_REF = re.compile(r"(?<=[\s,])file:([^\s,]*)")
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,6 @@ class Desired:
     entries: tuple[Entry, ...] = ()
     exporter: bool = True
     digest: str = ""              # of every file read
-    outside: tuple[str, ...] = () # files read from elsewhere (absolute file: sets)
 
     def wanted(self, ifnames) -> tuple[dict[str, Entry], dict[str, str]]:
         """(interface -> entry, interface -> error) on a node with ``ifnames``: an interface two
@@ -116,37 +116,47 @@ class _Reader:
         self.base = os.path.realpath(data) if os.path.isdir(data) else directory
         self.sha = hashlib.sha256()
         self.texts: dict[str, str] = {}
-        self.outside: list[str] = []
 
-    def read(self, name: str, what: str) -> str:
-        if name in self.texts:
-            return self.texts[name]
+    def read(self, name, what: str) -> str:
         if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
             raise ConfigError(f"{what} must be the name of a file in the config directory, not {name!r}")
+        if name in self.texts:
+            return self.texts[name]
         path = os.path.join(self.base, name)
         if not os.path.isfile(path):
             raise ConfigError(f"{what} names {name}, which is not a file in {self.directory}")
-        text = read_text(path, what)
+        try:
+            text = read_text(path, what)
+        except ConfigError as exc:  # by its name: the ..data directory's differs per node and update
+            raise ConfigError(str(exc).replace(path, name), hint=exc.hint) from None
         self.sha.update(f"{name}\0{len(text)}\0".encode() + text.encode())
         self.texts[name] = text
         return text
 
-    def hash_file_sets(self, ruleset: RuleSet, entry) -> None:
-        """Address files the rules load are inputs too: a changed blocklist is a changed config."""
-        for r in ruleset.rules:
-            for spec in (r.src_spec, r.dst_spec):
-                for part in (spec or "").split(","):
-                    part = part.strip()
-                    if part.startswith("file:"):
-                        try:
-                            with open(part[5:], "rb") as f:
-                                seen = part.encode() + b"\0" + hashlib.sha256(f.read()).digest()
-                            self.sha.update(seen)
-                            entry.update(seen)
-                            if not part[5:].startswith(self.directory.rstrip("/") + "/"):
-                                self.outside.append(part[5:])
-                        except OSError:
-                            pass  # the rule parser has read it; a race shows at the next read
+    def set_digests(self, names) -> dict[str, bytes]:
+        """sha256 of each address file, read by its stable name (as the rule parser reads it)."""
+        out = {}
+        for name in names:
+            try:
+                with open(os.path.join(self.directory, name), "rb") as f:
+                    out[name] = hashlib.sha256(f.read()).digest()
+            except OSError:
+                out[name] = b""
+        return out
+
+
+def _file_sets(rules: str, source: str) -> list[str]:
+    """The address files a rules text loads (``file:NAME``); each must be a file of the directory,
+    by name, so that every node reads the same."""
+    names = []
+    for n, line in enumerate(rules.splitlines(), 1):
+        for m in _FILE_REF.finditer(" " + line.split("#", 1)[0]):
+            name = m.group(1)
+            if not name or "/" in name or name.startswith("."):
+                raise ConfigError(f"{source}: line {n}: file:{name} must name a file of the config directory "
+                                  "(every node reads the same directory)")
+            names.append(name)
+    return list(dict.fromkeys(names))
 
 
 def line_of(text: str, table: str, index: int, key: str | None = None) -> int | None:
@@ -211,14 +221,22 @@ def _entry(reader: _Reader, text: str, app: str, i: int, d) -> Entry:
         except ConfigError as exc:
             _fail(text, f"[[firewall]] #{i + 1}: {exc}", app, i, "rules")
         inputs.update(rules.encode())
-        # a relative file: set is a file of the config directory (by its stable name)
-        rules = _FILE_SET.sub(f"file:{reader.directory.rstrip('/')}/", "\n" + rules)[1:]
-        ruleset = parse_rules(rules, source=name)
+        sets = _file_sets(rules, name)
+        before = reader.set_digests(sets)
+        # a file: set is a file of the config directory, by its stable name
+        ruleset = parse_rules(_FILE_SET.sub(f"file:{reader.directory.rstrip('/')}/", "\n" + rules)[1:], source=name)
+        if reader.set_digests(sets) != before:   # so the digest is of what was compiled
+            changed = next(n for n in sets if reader.set_digests([n]) != {n: before[n]})
+            raise ConfigError(f"{changed} changed while it was read; it is read again at the next change "
+                              "or interval")
         try:
             fw_control.plan(ruleset)  # what an apply would refuse (too many classes, long texts)
         except ConfigError as exc:
             raise ConfigError(f"{name}: {exc}", hint=exc.hint) from None
-        reader.hash_file_sets(ruleset, inputs)
+        for set_name, digest in before.items():
+            seen = f"{set_name}\0".encode() + digest
+            reader.sha.update(seen)
+            inputs.update(seen)
         return Entry(app, ifaces, mode, where, inputs.hexdigest(), ruleset=ruleset)
     if app == "lb":
         name = d.get("config")
@@ -275,6 +293,17 @@ def _vip_index(text: str, msg: str) -> int | None:
 def load(directory: str) -> Desired:
     """The desired state in ``directory``; ConfigError names the file (and line) of any fault,
     and nothing of a bad directory is used."""
+    try:
+        return _load(directory)
+    except ConfigError:
+        raise
+    except RecursionError:
+        raise ConfigError("a file of the config nests too deeply to be read") from None
+    except Exception as exc:  # whatever the input, one clear line, never a traceback
+        raise ConfigError(f"the config cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def _load(directory: str) -> Desired:
     if not os.path.isdir(directory):
         raise ConfigError(f"config directory {directory} does not exist",
                           hint="give the directory that holds xdpkit.toml (a ConfigMap volume)")
@@ -313,13 +342,13 @@ def load(directory: str) -> Desired:
                 _fail(text, f"interface {name} is named by {named[name]} and {e.where}: "
                       "one XDP program runs on an interface")
             named[name] = e.where
-    return Desired(tuple(entries), exporter.get("enabled", True), reader.sha.hexdigest(), tuple(reader.outside))
+    return Desired(tuple(entries), exporter.get("enabled", True), reader.sha.hexdigest())
 
 
-def signature(directory: str, outside=()) -> tuple:
+def signature(directory: str) -> tuple:
     """What changes whenever a file the config is read from may have changed: names, sizes,
-    times and inodes in the directory (through ``..data``) and of ``outside`` files. Cheap,
-    so an interval re-check parses a big rule set again only when something changed."""
+    times and inodes in the directory (through ``..data``). Cheap, so an interval re-check
+    parses a big rule set again only when something changed."""
     data = os.path.join(directory, "..data")
     base = os.path.realpath(data) if os.path.isdir(data) else directory
     out = []
@@ -327,7 +356,7 @@ def signature(directory: str, outside=()) -> tuple:
         names = sorted(os.listdir(base))
     except OSError:
         return ()
-    for path in [os.path.join(base, n) for n in names] + list(outside):
+    for path in [os.path.join(base, n) for n in names]:
         try:
             st = os.stat(path)
             out.append((path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))

@@ -40,6 +40,7 @@ from xdpkit.apps.lb import metrics as lb_metrics
 from xdpkit.observe.exporter import XdpkitCollector, parse_listen, register_app_collector
 
 DEFAULT_INTERVAL = 30.0
+MIN_INTERVAL, MAX_INTERVAL = 0.01, 86400.0
 DEFAULT_LISTEN = "127.0.0.1:9435"
 SETTLE = 0.05        # events of one update (kubelet's writes, an editor's save) arrive together
 ACTIONS = ("loaded", "adopted", "applied", "repaired", "reloaded", "unloaded", "forgotten")
@@ -53,6 +54,9 @@ class Agent:
     def __init__(self, config_dir: str, *, interval: float = DEFAULT_INTERVAL, listen: str | None = DEFAULT_LISTEN,
                  state_dir: str = DEFAULT_STATE_DIR, cleanup_on_exit: bool = False, node: str | None = None,
                  watch: bool = True):
+        if not MIN_INTERVAL <= interval <= MAX_INTERVAL:
+            raise ConfigError(f"interval {interval:g} s is out of range {MIN_INTERVAL:g}..{MAX_INTERVAL:g}",
+                              field="--interval")
         self.config_dir = config_dir
         self.interval = interval
         self.listen = parse_listen(listen) if listen else None
@@ -92,6 +96,7 @@ class Agent:
                   "namespace; waiting for it to exit", event="waiting", holder=pid)
         self._claim.acquire(on_wait=waiting)
         try:
+            self.record.load()  # only now: a previous agent may have written it while this one waited
             if self.watch_files:
                 self._watch = DirWatch(self.config_dir)
             if self.listen is not None:
@@ -120,7 +125,7 @@ class Agent:
 
     def run(self, *, once: bool = False, duration: float | None = None) -> None:
         end = None if duration is None else time.monotonic() + duration
-        old = {s: signal.signal(s, lambda *_: self.stop()) for s in (signal.SIGTERM, signal.SIGINT)} \
+        old = {s: signal.signal(s, lambda *_: self.stop()) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)} \
             if threading.current_thread() is threading.main_thread() else {}
         try:
             began = time.monotonic()
@@ -140,16 +145,20 @@ class Agent:
                     self.step()
         except KeyboardInterrupt:  # a signal during an apply: it rolled back first
             event(self.log, logging.WARNING, "stopped during a change, which was rolled back", event="interrupted")
+        try:
+            if self.cleanup_on_exit:
+                self._cleanup()   # with the handlers still ours: a second SIGTERM does not cut it short
+            event(self.log, logging.INFO,
+                  "agent stopped" + ("" if self.cleanup_on_exit else "; the data plane keeps running"),
+                  event="stopped", cleanup=self.cleanup_on_exit)
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
-        if self.cleanup_on_exit:
-            self._cleanup()
-        event(self.log, logging.INFO, "agent stopped" + ("" if self.cleanup_on_exit else "; the data plane keeps running"),
-              event="stopped", cleanup=self.cleanup_on_exit)
 
     def _wait(self, timeout: float) -> bool:
         """Until the directory changes, a stop is asked or ``timeout``; True if it changed."""
+        if self._watch is not None and not self._watch.watching and self._watch.changes():
+            return True   # the directory is back after it was removed or replaced
         fds = [self._wake_r] + ([self._watch] if self._watch is not None else [])
         ready, _, _ = select.select(fds, [], [], timeout)
         if self._wake_r in ready:
@@ -173,12 +182,12 @@ class Agent:
             return None
         try:
             with transaction.interruptible():  # a signal now rolls back the change under way
-                result = reconcile(self.desired, self.record)
+                result = reconcile(self.desired, self.record, on_wait=self._on_lock_wait)
             result.errors.update(self.health_loops.sync(self.desired, result.managed))
         except Exception as exc:  # a bug or an unforeseen kernel answer: report it, keep running
             self.log.error(f"the reconcile pass failed: {exc!r}", exc_info=True,
                            extra={"fields": {"event": "pass_failed"}})
-            result = PassResult(errors={"(pass)": f"the reconcile pass failed: {exc!r}"})
+            result = PassResult(errors={"(pass)": f"the reconcile pass failed: {exc!r}"}, digest=self.desired.digest)
         # logged before it is published: whoever sees the pass on /readyz finds it in the log
         for a in result.actions:
             level = logging.WARNING if a.action == "repaired" else logging.INFO
@@ -201,7 +210,7 @@ class Agent:
         return result
 
     def _read_config(self) -> None:
-        sig = agent_config.signature(self.config_dir, self.desired.outside if self.desired else ())
+        sig = agent_config.signature(self.config_dir)
         if sig and sig == self._signature:
             return  # nothing the config is read from changed: the last result stands
         self._signature = sig
@@ -231,7 +240,7 @@ class Agent:
 
     def _cleanup(self) -> None:
         self.health_loops.close()
-        result = remove_all(self.record)
+        result = remove_all(self.record, on_wait=self._on_lock_wait)
         for a in result.actions:
             event(self.log, logging.INFO, f"{a.action} {a.app} on {a.ifname}", event=a.action, app=a.app,
                   ifname=a.ifname, program_id=a.program_id)
@@ -239,6 +248,9 @@ class Agent:
             event(self.log, logging.ERROR, err, event="cleanup_error", ifname=ifname)
         if not result.errors:
             self.record.remove()
+
+    def _on_lock_wait(self, message: str) -> None:
+        event(self.log, logging.WARNING, message, event="waiting_for_lock")
 
     def _on_health(self, change: dict) -> None:
         event(self.log, logging.WARNING if change["state"] == "down" else logging.INFO,
@@ -260,6 +272,8 @@ class Agent:
                 reasons.append("no valid config has been read yet")
             elif self.last is None:
                 reasons.append("not reconciled yet")
+            elif self.last.digest != self.desired.digest:
+                reasons.append(f"config generation {self.generation} accepted, not applied yet")
             else:
                 reasons += [f"{ifname}: {err}" for ifname, err in sorted(self.last.errors.items())]
             body = {"ready": not reasons, "reasons": reasons, "generation": self.generation,

@@ -29,12 +29,13 @@ class Plane:
         """Whether the app behind ``att`` holds what ``entry`` asks for."""
         return True
 
-    def apply(self, att, entry: Entry) -> None:
-        """Make the app behind ``att`` hold ``entry``, atomically."""
+    def apply(self, att, entry: Entry, on_wait=None) -> None:
+        """Make the app behind ``att`` hold ``entry``, atomically. ``on_wait(message)`` if another
+        writer (an operator) holds the app's lock first."""
 
-    def unload(self, ifname: str, prog_id: int) -> bool:
+    def unload(self, ifname: str, prog_id: int, on_wait=None) -> bool:
         """Detach exactly ``prog_id`` (waiting for a change in progress); False if it is gone."""
-        with transaction.exclusive(prog_id):
+        with transaction.exclusive(prog_id, on_wait=on_wait):
             gone = xdp.detach_program(ifname, prog_id) is not None
         transaction.remove_lock(prog_id)
         return gone
@@ -64,8 +65,9 @@ class AppPlane(Plane):
         with self.HANDLE.from_attachment(att) as handle:
             return self.held(handle) == self.wanted(entry)
 
-    def apply(self, att, entry):
+    def apply(self, att, entry, on_wait=None):
         with self.HANDLE.from_attachment(att) as handle:
+            handle.on_wait = on_wait
             handle.apply(self.config(entry))
 
 

@@ -38,6 +38,10 @@ class Record:
                               hint="give a writable --state-dir (on Kubernetes, the hostPath /run/xdpkit)") from None
         self.path = os.path.join(state_dir, f"netns-{netns.current_id()}.json")
         self.owned: dict[str, Owned] = {}
+
+    def load(self) -> "Record":
+        """Read the record (once this agent is the namespace's only one: single.py)."""
+        self.owned = {}
         try:
             with open(self.path) as f:
                 data = json.load(f)
@@ -48,6 +52,7 @@ class Record:
             raise ConfigError(f"the agent's record {self.path} cannot be read ({exc})",
                               hint="move it away: the agent then adopts the apps its config names, "
                                    "and removes nothing it cannot prove it put there") from None
+        return self
 
     def get(self, ifname: str) -> Owned | None:
         return self.owned.get(ifname)
@@ -56,6 +61,11 @@ class Record:
         if self.owned.get(ifname) != owned:
             self.owned[ifname] = owned
             self._save()
+
+    def move(self, old: str, new: str) -> None:
+        """An interface of ours renamed: its entry follows (one taken over by it is dropped)."""
+        self.owned[new] = self.owned.pop(old)
+        self._save()
 
     def forget(self, ifname: str) -> None:
         if self.owned.pop(ifname, None) is not None:

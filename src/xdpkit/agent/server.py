@@ -13,6 +13,7 @@ from xdpkit.errors import XdpkitError
 
 class _Handler(BaseHTTPRequestHandler):
     agent = None   # set on the subclass made per server
+    timeout = 10   # seconds a client may take: a slow one must not hold a thread for ever
 
     def do_GET(self):  # noqa: N802 (the http.server name)
         path = self.path.split("?", 1)[0]

@@ -20,6 +20,7 @@ import fcntl
 import os
 import signal
 import threading
+import time
 
 from xdpkit.errors import XdpkitError
 
@@ -80,7 +81,15 @@ def exclusive(prog_id: int, *, on_wait=None):
                 except BlockingIOError:
                     if on_wait is not None:
                         on_wait(f"waiting for another change to program {prog_id} to finish{_holder(fd)}")
-                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    # polled, not blocking: a blocking flock is restarted after a signal that
+                    # was only noted, so a SIGTERM could not stop a writer stuck behind another
+                    while True:
+                        try:
+                            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                            break
+                        except BlockingIOError:
+                            checkpoint()
+                            time.sleep(0.02)
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             except BaseException:

@@ -223,8 +223,11 @@ class Firewall(AppHandle):
         gen = self.generation
         info = self._gen_info(gen)
         pol, mal, nonip = info[7:_GEN_SETTINGS]
+        texts = self._map("fw_text")
+        keys = tuple(" ".join(_unpack_text(texts.lookup_raw(_U32.pack(gen * C.MAX_RULES + i))).split())
+                     for i in range(info[0]))  # every rule, a repeated one too
         return ("deny" if pol else "allow", "drop" if mal else "pass", "drop" if nonip else "pass",
-                info[_GEN_RATE_SOURCES], tuple(self._slots(gen)))
+                info[_GEN_RATE_SOURCES], keys)
 
     def _slots(self, gen: int) -> dict[str, int]:
         nrules = self._gen_info(gen)[0]
