@@ -148,7 +148,7 @@ def test_programs_it_did_not_put_there_are_left_alone(node):
         operators = f.prog_id
     write(cfg, "xdpkit.toml", main(fw(["a0", "a1"])))
     a = start()
-    code, body = a.wait_until(lambda x: (lambda c, b: (c, b) if b["interfaces"] else None)(*x.readyz()))
+    code, body = a.wait_readyz(lambda c, b: b["interfaces"])
     assert code == 503 and body["interfaces"] == {"a0": "firewall"}
     assert len(body["reasons"]) == 1 and body["reasons"][0].startswith("a1: a1 runs program") \
         and "the agent did not put there" in body["reasons"][0]
@@ -181,17 +181,17 @@ def test_a_bad_config_at_start_applies_nothing_and_a_conflict_is_reported(node):
     _ns, cfg, start = node
     write(cfg, "xdpkit.toml", main(fw(["a0"]), "[[stats]]\ninterfaces = [\"a1\"]\nmode = \"fast\"\n"))
     a = start()
-    code, body = a.wait_until(lambda x: (lambda c, b: (c, b) if len(b["reasons"]) == 2 else None)(*x.readyz()))
+    code, body = a.wait_readyz(lambda c, b: len(b["reasons"]) == 2)
     assert code == 503 and body["reasons"] == [
         "config rejected: xdpkit.toml:12: [[stats]] #1: mode must be one of auto, native, generic, not 'fast'",
         "no valid config has been read yet"]
     assert attached("a0") is None and attached("a1") is None
     write(cfg, "xdpkit.toml", main(fw(["a*"]), stats(["a1"])))   # a pattern and a name meet on a1
-    code, body = a.wait_until(lambda x: (lambda c, b: (c, b) if b["interfaces"] else None)(*x.readyz()))
+    code, body = a.wait_readyz(lambda c, b: b["interfaces"])
     assert code == 503 and any(r.startswith("a1: ") and "both match a1" in r for r in body["reasons"]), body
     assert attached("a1") is None and attached("a0").name == "xdpkit_firewall"
     write(cfg, "xdpkit.toml", main(fw(["a0"]), stats(["a1", "x9"])))   # a name this node lacks
-    code, body = a.wait_until(lambda x: (lambda c, b: (c, b) if "a1" in b["interfaces"] else None)(*x.readyz()))
+    code, body = a.wait_readyz(lambda c, b: "a1" in b["interfaces"])
     assert code == 503 and body["reasons"] == ["x9: xdpkit.toml [[stats]] #1 names interface x9, "
                                                "which this node does not have"]
 
@@ -330,7 +330,7 @@ def test_a_replacement_that_fails_leaves_the_old_program_in_place(node):
     # a0: another app in the same mode (one atomic swap); a1: another app in another mode (detach,
     # attach): both fail on this node, and both interfaces keep the program they had
     write(cfg, "xdpkit.toml", main(lb_table(["a0"]), lb_table(["a1"], mode="generic")))
-    code, body = a.wait_until(lambda x: (lambda c, b: (c, b) if len(b["reasons"]) == 2 else None)(*x.readyz()))
+    code, body = a.wait_readyz(lambda c, b: len(b["reasons"]) == 2)
     assert code == 503 and all("no IPv4 address" in r for r in body["reasons"]), body
     for i in ("a0", "a1"):
         assert (attached(i).id, attached(i).mode.value) == before[i]
@@ -354,7 +354,7 @@ def test_an_operators_program_in_another_mode_is_reported_not_reloaded(node):
         operators = f.prog_id
     write(cfg, "xdpkit.toml", main(fw(["a1"], mode="native")))
     a = start()
-    code, body = a.wait_until(lambda x: (lambda c, b: (c, b) if b["reasons"] and "a1" in b["reasons"][0] else None)(*x.readyz()))
+    code, body = a.wait_readyz(lambda c, b: b["reasons"] and "a1" in b["reasons"][0])
     assert code == 503 and "the agent reloads only its own programs" in body["reasons"][0]
     assert attached("a1").id == operators and attached("a1").mode.value == "generic"
     a.stop()

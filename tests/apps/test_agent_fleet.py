@@ -169,7 +169,7 @@ def test_a_bad_config_is_rejected_by_every_node_alike_and_the_fix_applies(fleet)
     cm.update(bad)
     reasons = set()
     for a in node_agents(fleet):
-        code, body = a.wait_until(lambda x: (lambda c, b: (c, b) if c == 503 else None)(*x.readyz()),
+        code, body = a.wait_readyz(lambda c, b: c == 503,
                                   what="not ready on the bad config")
         assert len(body["reasons"]) == 1 and "lb.toml:" in body["reasons"][0] and "weight" in body["reasons"][0]
         reasons.add(body["reasons"][0])

@@ -93,7 +93,7 @@ def run_demo(lab_name: str = "xfleet", log=print) -> dict:
         cm.update({"xdpkit.toml": MAIN, "lb.toml": want.replace("weight = 3", "weight = -1")})
         reasons = {}
         for node, a in agents.items():
-            _code, body = a.wait_until(lambda x: (lambda c, b: (c, b) if c == 503 else None)(*x.readyz()),
+            _code, body = a.wait_readyz(lambda c, b: c == 503,
                                        what="the rejection")
             reasons[node] = body["reasons"][0]
         log(f"    every node: /readyz 503, {next(iter(reasons.values()))!r}")

@@ -101,8 +101,15 @@ class AgentProcess:
             time.sleep(0.05)
         raise LabError(f"{what} in {self.ns}: not within {timeout} s (last: {last!r})\n{self.log()[-3000:]}")
 
+    def wait_readyz(self, holds, timeout: float = 20.0, what: str = "/readyz") -> tuple[int, dict]:
+        """Poll /readyz until ``holds(code, body)``; (code, body) then."""
+        def answer(a):
+            code, body = a.readyz()
+            return (code, body) if holds(code, body) else None
+        return self.wait_until(answer, timeout, what)
+
     def wait_ready(self, timeout: float = 20.0) -> dict:
-        return self.wait_until(lambda a: (lambda c, b: b if c == 200 else None)(*a.readyz()), timeout, "ready")
+        return self.wait_readyz(lambda code, _body: code == 200, timeout, "ready")[1]
 
     def metric(self, name: str) -> float | None:
         _, text = self.get("/metrics")
