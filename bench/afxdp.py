@@ -45,6 +45,7 @@ from xdpkit.builtin import builtin_object
 from xdpkit.errors import XdpkitError
 from xdpkit.interfaces import StatsReader
 from xdpkit.lab import Lab, trafficgen as tg
+from xdpkit.lab.bench import standalone
 from xdpkit.object import ObjectSpec
 from xdpkit.xdp import query
 
@@ -358,8 +359,4 @@ def markdown(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    if os.geteuid() != 0:
-        sys.exit("error: the benchmarks need root (BPF and network namespaces)")
-    res = run(float(sys.argv[1]) if len(sys.argv) > 1 else 3.0)
-    print(json.dumps(res, indent=2))
-    print(markdown(res))
+    standalone(run, markdown, 3.0)

@@ -25,7 +25,6 @@ updates a ConfigMap volume (one [[lb]] on eth0, health checks off). Measured:
 from __future__ import annotations
 
 import calendar
-import json
 import os
 import random
 import resource
@@ -42,6 +41,7 @@ from xdpkit.agent.node import SETTLE
 from xdpkit.apps.lb.config import parse_config
 from xdpkit.apps.lb.control import LoadBalancer
 from xdpkit.errors import LabError, XdpkitError
+from xdpkit.lab.bench import standalone
 from xdpkit.lab.fleet import AgentProcess, ConfigMapDir
 from xdpkit.lab.lb_topology import LbLab
 
@@ -511,8 +511,4 @@ def markdown(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    if os.geteuid() != 0:
-        sys.exit("error: the benchmarks need root (BPF and network namespaces)")
-    res = run()
-    print(json.dumps(res, indent=2))
-    print(markdown(res))
+    standalone(run, markdown)

@@ -17,7 +17,6 @@ of 10 routes. Ratios are medians of per-round ratios.
 """
 from __future__ import annotations
 
-import json
 import secrets
 import statistics
 import struct
@@ -34,7 +33,7 @@ from xdpkit.compile import compile_file
 from xdpkit.errors import XdpkitError
 from xdpkit.interfaces import StatsReader, get_gro, ifindex_of
 from xdpkit.lab import Lab, trafficgen as tg
-from xdpkit.lab.bench import median_inner
+from xdpkit.lab.bench import median_inner, standalone
 from xdpkit.object import Object
 
 A = Lab.addresses
@@ -317,10 +316,4 @@ def markdown(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    import os
-
-    if os.geteuid() != 0:
-        sys.exit("error: the benchmarks need root (BPF and network namespaces)")
-    res = run(float(sys.argv[1]) if len(sys.argv) > 1 else 3.0)
-    print(json.dumps(res, indent=2))
-    print(markdown(res))
+    standalone(run, markdown, 3.0)

@@ -225,8 +225,9 @@ def _entry(reader: _Reader, text: str, app: str, i: int, d) -> Entry:
         before = reader.set_digests(sets)
         # a file: set is a file of the config directory, by its stable name
         ruleset = parse_rules(_FILE_SET.sub(f"file:{reader.directory.rstrip('/')}/", "\n" + rules)[1:], source=name)
-        if reader.set_digests(sets) != before:   # so the digest is of what was compiled
-            changed = next(n for n in sets if reader.set_digests([n]) != {n: before[n]})
+        after = reader.set_digests(sets)
+        changed = next((n for n in sets if after[n] != before[n]), None)
+        if changed is not None:   # so the digest is of what was compiled
             raise ConfigError(f"{changed} changed while it was read; it is read again at the next change "
                               "or interval")
         try:

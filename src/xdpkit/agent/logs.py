@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import sys
 import time
 
@@ -34,9 +36,11 @@ class TextFormatter(logging.Formatter):
         return f"{stamp} {record.levelname.lower():7} {record.getMessage()}" + (f"  [{extra}]" if extra else "")
 
 
-def setup(fmt: str, node: str, stream=None) -> logging.Logger:
+def setup(fmt: str, node: str | None = None, stream=None) -> logging.Logger:
     """Every xdpkit logger of the process (the apps' too) writes through one handler, so each
-    line on stdout is one JSON object."""
+    line on stdout is one JSON object. ``node`` names the node in each line (default $NODE_NAME,
+    else the hostname)."""
+    node = node or os.environ.get("NODE_NAME") or socket.gethostname()
     top = logging.getLogger("xdpkit")
     top.handlers.clear()
     handler = logging.StreamHandler(stream or sys.stdout)

@@ -17,7 +17,6 @@ import logging
 import os
 import select
 import signal
-import socket
 import threading
 import time
 
@@ -43,17 +42,11 @@ DEFAULT_INTERVAL = 30.0
 MIN_INTERVAL, MAX_INTERVAL = 0.01, 86400.0
 DEFAULT_LISTEN = "127.0.0.1:9435"
 SETTLE = 0.05        # events of one update (kubelet's writes, an editor's save) arrive together
-ACTIONS = ("loaded", "adopted", "applied", "repaired", "reloaded", "unloaded", "forgotten")
-
-
-def node_name() -> str:
-    return os.environ.get("NODE_NAME") or socket.gethostname()
 
 
 class Agent:
     def __init__(self, config_dir: str, *, interval: float = DEFAULT_INTERVAL, listen: str | None = DEFAULT_LISTEN,
-                 state_dir: str = DEFAULT_STATE_DIR, cleanup_on_exit: bool = False, node: str | None = None,
-                 watch: bool = True):
+                 state_dir: str = DEFAULT_STATE_DIR, cleanup_on_exit: bool = False, watch: bool = True):
         if not MIN_INTERVAL <= interval <= MAX_INTERVAL:
             raise ConfigError(f"interval {interval:g} s is out of range {MIN_INTERVAL:g}..{MAX_INTERVAL:g}",
                               field="--interval")
@@ -61,7 +54,6 @@ class Agent:
         self.interval = interval
         self.listen = parse_listen(listen) if listen else None
         self.cleanup_on_exit = cleanup_on_exit
-        self.node = node or node_name()
         self.watch_files = watch
         self.log = logging.getLogger(LOGGER)
         self.record = Record(state_dir)
@@ -70,7 +62,7 @@ class Agent:
         self.config_error = ""
         self.config_errors = 0
         self._signature: tuple = ()
-        self.applied_at = 0.0
+        self.accepted_at = 0.0
         self.last: PassResult | None = None
         self.runs = {"ok": 0, "error": 0}
         self.run_seconds = 0.0
@@ -189,11 +181,7 @@ class Agent:
                            extra={"fields": {"event": "pass_failed"}})
             result = PassResult(errors={"(pass)": f"the reconcile pass failed: {exc!r}"}, digest=self.desired.digest)
         # logged before it is published: whoever sees the pass on /readyz finds it in the log
-        for a in result.actions:
-            level = logging.WARNING if a.action == "repaired" else logging.INFO
-            event(self.log, level, f"{a.action} {a.app} on {a.ifname}" + (f": {a.detail}" if a.detail else ""),
-                  event=a.action, app=a.app, ifname=a.ifname, program_id=a.program_id,
-                  generation=self.generation, hash=self.desired.digest[:12])
+        self._log_actions(result, generation=self.generation, hash=self.desired.digest[:12])
         previous = self.last.errors if self.last else {}
         for ifname, err in sorted(result.errors.items()):
             if previous.get(ifname) != err:  # once, not every interval
@@ -236,18 +224,22 @@ class Agent:
             self.config_error = ""
             self.desired = desired
             self.generation += 1
-            self.applied_at = time.time()
+            self.accepted_at = time.time()
 
     def _cleanup(self) -> None:
         self.health_loops.close()
         result = remove_all(self.record, on_wait=self._on_lock_wait)
-        for a in result.actions:
-            event(self.log, logging.INFO, f"{a.action} {a.app} on {a.ifname}", event=a.action, app=a.app,
-                  ifname=a.ifname, program_id=a.program_id)
+        self._log_actions(result)
         for ifname, err in sorted(result.errors.items()):
             event(self.log, logging.ERROR, err, event="cleanup_error", ifname=ifname)
         if not result.errors:
             self.record.remove()
+
+    def _log_actions(self, result: PassResult, **fields) -> None:
+        for a in result.actions:
+            level = logging.WARNING if a.action == "repaired" else logging.INFO
+            event(self.log, level, f"{a.action} {a.app} on {a.ifname}" + (f": {a.detail}" if a.detail else ""),
+                  event=a.action, app=a.app, ifname=a.ifname, program_id=a.program_id, **fields)
 
     def _on_lock_wait(self, message: str) -> None:
         event(self.log, logging.WARNING, message, event="waiting_for_lock")
@@ -347,10 +339,10 @@ class _AgentCollector:
             if a.desired is not None:
                 info.add_metric([a.desired.digest], 1)
             yield info
-            applied = GaugeMetricFamily("xdpkit_agent_config_accepted_timestamp_seconds",
-                                        "When the config in force was accepted")
-            applied.add_metric([], a.applied_at)
-            yield applied
+            accepted = GaugeMetricFamily("xdpkit_agent_config_accepted_timestamp_seconds",
+                                         "When the config in force was accepted")
+            accepted.add_metric([], a.accepted_at)
+            yield accepted
             errs = CounterMetricFamily("xdpkit_agent_config_errors", "Configs rejected (each distinct error once)")
             errs.add_metric([], a.config_errors)
             yield errs

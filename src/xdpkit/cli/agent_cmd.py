@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from xdpkit.agent import config as agent_config
 from xdpkit.agent.logs import setup as setup_logs
-from xdpkit.agent.node import DEFAULT_INTERVAL, DEFAULT_LISTEN, Agent, node_name
+from xdpkit.agent.node import DEFAULT_INTERVAL, DEFAULT_LISTEN, Agent
 from xdpkit.agent.record import DEFAULT_STATE_DIR
 from xdpkit.errors import ConfigError
 from xdpkit.ui.args import positive_float
@@ -59,10 +59,9 @@ def cmd_agent(args) -> int:
             for e in summary["entries"]:
                 print(f"  {e['app']:8} on {', '.join(e['interfaces']) or '(no interfaces)'}  ({e['where']})")
         return 0
-    node = args.node or node_name()
-    setup_logs(args.log_format, node)
+    setup_logs(args.log_format, args.node)
     with Agent(args.config_dir, interval=args.interval, listen=None if args.once else args.listen,
-               state_dir=args.state_dir, cleanup_on_exit=args.cleanup_on_exit, node=node,
+               state_dir=args.state_dir, cleanup_on_exit=args.cleanup_on_exit,
                watch=not (args.no_watch or args.once)) as agent:
         agent.run(once=args.once)
         ok, _ = agent.readiness()

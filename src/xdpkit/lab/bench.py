@@ -5,10 +5,12 @@ reference measured in the same run, with the ratio.
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,6 +25,20 @@ from xdpkit.object import ObjectSpec
 from xdpkit.lab import trafficgen as tg
 
 REFERENCE = "bare XDP_DROP"
+
+
+def standalone(run, markdown, default_duration: float | None = None) -> None:
+    """What a bench/ script does when run alone: refuse without root, ``run`` (given the seconds
+    in argv[1], else ``default_duration``; no argument when that is None), then print the result
+    as JSON and as ``markdown`` tables."""
+    if os.geteuid() != 0:
+        sys.exit("error: the benchmarks need root (BPF and network namespaces)")
+    if default_duration is None:
+        res = run()
+    else:
+        res = run(float(sys.argv[1]) if len(sys.argv) > 1 else default_duration)
+    print(json.dumps(res, indent=2))
+    print(markdown(res))
 
 
 # ---- per-program cost ---------------------------------------------------------------------------
